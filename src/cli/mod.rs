@@ -1,0 +1,86 @@
+/*! Command-line interface: argument groups (clap derive) and dispatch to one module per command. */
+
+mod bench;
+mod embed;
+mod generate;
+mod models;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use pagemind::store::{default_home, ModelStore};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A fully local, offline MemGPT.
+#[derive(Parser, Debug)]
+#[command(name = "pagemind", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Store root (models, agents). Default: $PAGEMIND_HOME or ~/.local/share/pagemind.
+    #[arg(long, global = true, env = "PAGEMIND_HOME")]
+    pub home: Option<PathBuf>,
+    /// Compute device: auto, cpu, cuda[:N] or metal.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    /// CPU threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// More log output on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Global {
+    pub fn store(&self) -> ModelStore {
+        ModelStore::new(self.home.clone().unwrap_or_else(default_home))
+    }
+
+    pub fn device(&self) -> Result<candle_core::Device> {
+        Ok(pagemind::device::pick_device(&self.device)?)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List, pull and verify models.
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
+    /// Print the token ids of a text.
+    Tokenize(generate::TokenizeArgs),
+    /// Generate text from a prompt.
+    Generate(generate::GenerateArgs),
+    /// Print sentence embeddings, one JSON array per text.
+    Embed(embed::EmbedArgs),
+    /// Measure speed (JSON output comparable with the reference engines).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+/// Parse arguments and run the command.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.global.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        // candle's CPU kernels size their pools from this; set before any pool starts.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let g = &cli.global;
+    match cli.command {
+        Command::Models(c) => models::run(g, c)?,
+        Command::Tokenize(a) => generate::tokenize(g, a)?,
+        Command::Generate(a) => generate::generate(g, a)?,
+        Command::Embed(a) => embed::run(g, a)?,
+        Command::Bench(c) => bench::run(g, c)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,86 @@
+/*! The library's one error type.
+
+Every fallible operation in `pagemind` returns [`Result<T>`]. Variants carry what a person needs
+to act: the file or field at fault and the command that fixes it. The binary prints them once,
+on one line, and exits non-zero (see `main.rs`).
+*/
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in pagemind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model id that `models.toml` does not declare.
+    #[error("unknown model '{id}': run `pagemind models list` to see the known ids, or pass a path to a .gguf file")]
+    UnknownModel { id: String },
+
+    /// A declared model whose files are not in the store.
+    #[error("model '{id}' is not installed: run `pagemind models pull {id}`")]
+    NotInstalled { id: String },
+
+    /// A file that should exist does not, or cannot be read.
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+
+    /// A file whose sha256 differs from the one declared.
+    #[error("{}: sha256 mismatch (expected {expected}, got {actual}): the file is corrupt or incomplete; run `pagemind models pull {id} --force`", path.display())]
+    Checksum { path: PathBuf, id: String, expected: String, actual: String },
+
+    /// A GGUF file that cannot be parsed (bad magic, truncated, inconsistent).
+    #[error("{}: not a valid GGUF file: {msg}", path.display())]
+    Gguf { path: PathBuf, msg: String },
+
+    /// A model file of a kind we do not run.
+    #[error("{}: {msg}", path.display())]
+    Unsupported { path: PathBuf, msg: String },
+
+    /// A prompt that does not fit the context window.
+    #[error("prompt is {tokens} tokens but the context window is {context}: shorten it or raise --context-window")]
+    ContextOverflow { tokens: usize, context: usize },
+
+    /// A device that this binary was built without.
+    #[error("device '{device}' is not compiled in: rebuild with `cargo build --release --features {feature}`")]
+    DeviceNotCompiled { device: String, feature: &'static str },
+
+    /// A device string we do not understand or a device that is absent.
+    #[error("device '{device}': {msg}")]
+    Device { device: String, msg: String },
+
+    /// The model catalog (`models.toml`) is malformed.
+    #[error("models.toml: {0}")]
+    Catalog(String),
+
+    /// Fetching a model failed.
+    #[error("pulling '{id}': {msg}")]
+    Fetch { id: String, msg: String },
+
+    /// The tokenizer could not be built or failed on input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The chat template failed to compile or render.
+    #[error("chat template: {0}")]
+    Template(String),
+
+    /// Invalid user input (argument, value, text).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// Tensor computation failed.
+    #[error("compute: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// An I/O error with no better context.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A [`Error::File`] for `path` with `msg`.
+    pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
+        Error::File { path: path.into(), msg: msg.to_string() }
+    }
+}

@@ -1,0 +1,91 @@
+/*! A KV cache the runtime owns: preallocated per layer, written in place, truncatable.
+
+Keys and values of layer `l` live in `[1, n_kv_heads, capacity, head_dim]` tensors. Appending
+writes into the buffer (`slice_set`, no concatenation); reading returns a view of the first `len`
+positions. [`KvCache::truncate`] only moves the length, so prefix reuse costs nothing. Capacity
+grows geometrically (one copy per doubling) up to the context window, so a small prompt does
+not pay for a 32k-token buffer.
+*/
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+
+/// Per-layer key/value buffers and the number of valid positions.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    capacity: usize,
+    max: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    device: Device,
+}
+
+const GROW_STEP: usize = 256;
+
+impl KvCache {
+    /// An empty cache for `n_layers` that may hold up to `max` positions.
+    pub fn new(n_layers: usize, n_kv_heads: usize, head_dim: usize, max: usize, device: &Device) -> Self {
+        Self { layers: vec![None; n_layers], len: 0, capacity: 0, max, n_kv_heads, head_dim, device: device.clone() }
+    }
+
+    /// Valid positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most positions this cache may hold.
+    pub fn max_len(&self) -> usize {
+        self.max
+    }
+
+    /// Forget every position at or after `n`.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// Make room for `extra` more positions (grows every layer's buffer once if needed).
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let need = self.len + extra;
+        if need <= self.capacity {
+            return Ok(());
+        }
+        let cap = need.max(self.capacity * 2).div_ceil(GROW_STEP) * GROW_STEP;
+        let cap = cap.min(self.max.max(need));
+        for slot in self.layers.iter_mut() {
+            let shape = (1, self.n_kv_heads, cap, self.head_dim);
+            let k = Tensor::zeros(shape, DType::F32, &self.device)?;
+            let v = Tensor::zeros(shape, DType::F32, &self.device)?;
+            if let Some((ok, ov)) = slot.as_ref() {
+                if self.len > 0 {
+                    k.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    v.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                }
+            }
+            *slot = Some((k, v));
+        }
+        self.capacity = cap;
+        Ok(())
+    }
+
+    /// Write `k`, `v` (`[1, n_kv_heads, t, head_dim]`) for `layer` at the current length and
+    /// return views of all `len + t` positions. [`KvCache::advance`] commits the length once
+    /// every layer has been written.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        let (ck, cv) = self.layers[layer].as_ref().expect("reserve() before append()");
+        ck.slice_set(k, 2, self.len)?;
+        cv.slice_set(v, 2, self.len)?;
+        Ok((ck.narrow(2, 0, self.len + t)?, cv.narrow(2, 0, self.len + t)?))
+    }
+
+    /// Commit `t` appended positions.
+    pub fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+}

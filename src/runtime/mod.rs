@@ -1,0 +1,76 @@
+/*! The chat-model runtime.
+
+- [`ChatModel`]: a GGUF file loaded for inference: [`Transformer`] weights, [`GgufTokenizer`]
+  (built from the file's metadata) and [`ChatTemplate`] (the file's Jinja template).
+- [`Session`]: a [`KvCache`] plus the tokens in it; reuses the longest common prefix.
+- [`Sampler`] / [`TokenMask`]: sampling with a hook for constrained decoding.
+*/
+
+mod gguf;
+mod kv_cache;
+mod model;
+mod sampler;
+mod session;
+mod template;
+mod tokenizer;
+
+pub use gguf::{Gguf, SUPPORTED_ARCHS};
+pub use kv_cache::KvCache;
+pub use model::{Arch, Config, Transformer};
+pub use sampler::{argmax, Sampler, SamplerConfig, TokenMask};
+pub use session::{EvalStats, Generation, Session, PREFILL_BATCH};
+pub use template::{ChatMessage, ChatTemplate, CHATML};
+pub use tokenizer::{GgufTokenizer, TokenStream};
+
+use crate::store::ModelSpec;
+use crate::Result;
+use candle_core::Device;
+use std::path::Path;
+
+/// A loaded chat model.
+pub struct ChatModel {
+    pub weights: Transformer,
+    pub tokenizer: GgufTokenizer,
+    pub template: ChatTemplate,
+    /// Tokens that end a generation (EOS and end-of-turn tokens).
+    pub stop_tokens: Vec<u32>,
+    /// The catalog entry, when loaded by id.
+    pub spec: Option<ModelSpec>,
+}
+
+impl ChatModel {
+    /// Load a GGUF chat model. `spec` supplies a chat-template override when the file lacks one.
+    pub fn load(path: &Path, device: &Device, spec: Option<&ModelSpec>) -> Result<Self> {
+        let mut g = Gguf::open(path)?;
+        let tokenizer = GgufTokenizer::from_gguf(&g)?;
+        let source = match (spec.and_then(|s| s.chat_template.clone()), g.has("tokenizer.chat_template")) {
+            (Some(t), _) => t,
+            (None, true) => g.str("tokenizer.chat_template")?,
+            (None, false) => CHATML.to_string(),
+        };
+        let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or("").to_string();
+        let template = ChatTemplate::new(&source, &name(tokenizer.bos_id), &name(tokenizer.eos_id))?;
+        let mut stop_tokens: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+        for s in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = tokenizer.token_id(s) {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+        let weights = Transformer::load(&mut g, device)?;
+        Ok(Self { weights, tokenizer, template, stop_tokens, spec: spec.cloned() })
+    }
+
+    /// Whether `id` ends a generation.
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_tokens.contains(&id)
+    }
+
+    /// Render messages with the chat template and tokenize (special tokens parsed, BOS if asked).
+    pub fn chat_prompt(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<(String, Vec<u32>)> {
+        let text = self.template.render(messages, add_generation_prompt)?;
+        let ids = self.tokenizer.encode_prompt(&text)?;
+        Ok((text, ids))
+    }
+}

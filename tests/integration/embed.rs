@@ -1,0 +1,27 @@
+//! The embedding runtime against sentence-transformers (tests/fixtures/minilm-l6-v2.reference.json).
+
+use crate::util::{self, fixture};
+use pagemind::embed::cosine;
+
+#[test]
+fn minilm_ids_and_embeddings_match_sentence_transformers() {
+    let e = util::minilm();
+    let r = fixture("minilm-l6-v2.reference.json");
+    let cases = r["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let got = e.embed(&texts).unwrap();
+    for (c, v) in cases.iter().zip(&got) {
+        let want_ids: Vec<u32> =
+            c["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(e.token_ids(text).unwrap(), want_ids, "ids of {text:?}");
+        let want: Vec<f32> = c["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let cos = cosine(v, &want);
+        assert!(cos >= 0.9999, "cosine {cos} for {text:?}");
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+    // Batching does not change a text's embedding (padding is masked out).
+    let alone = e.embed(&texts[..1]).unwrap();
+    assert!(cosine(&alone[0], &got[0]) > 0.99999);
+}

@@ -1,0 +1,11 @@
+//! pagemind's integration tests: one binary, shared helpers in `util`.
+//!
+//! Tests that need a model use the default store (`$PAGEMIND_HOME` or `~/.local/share/pagemind`);
+//! the README's test command (`bash .ci/run`) pulls the default models first. Tests of the
+//! optional Qwen2.5 model skip, saying so, when it is not installed.
+
+mod util;
+
+mod cli_errors;
+mod embed;
+mod runtime;

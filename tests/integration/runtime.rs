@@ -1,0 +1,149 @@
+//! The chat runtime against llama.cpp's outputs (tests/fixtures): tokenizer ids, rendered
+//! prompts, next-token logits, greedy continuations, and KV-cache prefix reuse.
+
+use crate::util::{self, fixture};
+use pagemind::runtime::{argmax, ChatMessage, ChatModel, Sampler, SamplerConfig, Session};
+
+/// Max |logit - llama.cpp's logit| over the reference top-10. Both engines quantize activations
+/// to 8 bits for the dot products but round and sum in different orders.
+const LOGIT_TOL: f32 = 0.6;
+/// Greedy tokens compared with llama.cpp's (teacher-forced, and free-running where no near-tie).
+const GREEDY_PREFIX: usize = 8;
+
+fn messages(case: &serde_json::Value) -> Vec<ChatMessage> {
+    serde_json::from_value(case["messages"].clone()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_tokenizer(m: &ChatModel, fx: &str) {
+    let r = fixture(fx);
+    for case in r["tokenize_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = m.tokenizer.encode(text, false).unwrap();
+        assert_eq!(got, ids(&case["ids"]), "ids of {text:?}");
+        assert_eq!(m.tokenizer.decode(&got, false).unwrap(), case["detokenized"].as_str().unwrap());
+    }
+    assert_eq!(m.tokenizer.bos_id, Some(r["bos_token_id"].as_u64().unwrap() as u32));
+    assert_eq!(m.tokenizer.eos_id, Some(r["eos_token_id"].as_u64().unwrap() as u32));
+}
+
+fn check_templates(m: &ChatModel, fx: &str) {
+    for case in fixture(fx)["greedy_cases"].as_array().unwrap() {
+        let (text, got) = m.chat_prompt(&messages(case), true).unwrap();
+        assert_eq!(text, case["rendered_prompt"].as_str().unwrap(), "rendered prompt differs");
+        assert_eq!(got, ids(&case["prompt_ids"]), "prompt ids differ");
+    }
+}
+
+fn check_logits_and_greedy(m: &ChatModel, fx: &str) {
+    for case in fixture(fx)["greedy_cases"].as_array().unwrap() {
+        let prompt = ids(&case["prompt_ids"]);
+        let mut s = Session::new(m, 1024).unwrap();
+        let logits = s.eval(&prompt).unwrap();
+        let top = case["top10_next"].as_array().unwrap();
+        let mut worst = 0f32;
+        for t in top {
+            let id = t["id"].as_u64().unwrap() as usize;
+            worst = worst.max((logits[id] - t["logit"].as_f64().unwrap() as f32).abs());
+        }
+        assert!(worst <= LOGIT_TOL, "top-10 logits differ by up to {worst} (tolerance {LOGIT_TOL})");
+        let ref_top: Vec<usize> = top.iter().take(3).map(|t| t["id"].as_u64().unwrap() as usize).collect();
+        assert!(ref_top.contains(&argmax(&logits).unwrap()), "our first greedy token is not in llama.cpp's top 3");
+
+        eprintln!("{fx}: worst top-10 logit difference {worst:.4}");
+
+        // Teacher-forced: along llama.cpp's greedy path, each of its tokens is (near) our best.
+        let want = ids(&case["greedy_ids"]);
+        let n = GREEDY_PREFIX.min(want.len());
+        let mut ctx = prompt.clone();
+        for (i, &w) in want[..n].iter().enumerate() {
+            let l = s.eval(&ctx).unwrap();
+            let best = l[argmax(&l).unwrap()];
+            assert!(
+                best - l[w as usize] <= LOGIT_TOL,
+                "step {i}: llama.cpp's token {w} is {} below our best",
+                best - l[w as usize]
+            );
+            ctx.push(w);
+        }
+
+        // Free-running greedy agrees exactly where llama.cpp's first choice is not a near-tie.
+        let margin = top[0]["logit"].as_f64().unwrap() - top[1]["logit"].as_f64().unwrap();
+        if margin > 2.0 * LOGIT_TOL as f64 {
+            let mut sampler = Sampler::new(SamplerConfig::greedy());
+            let g = s.generate(&prompt, &mut sampler, n, None, |_| Ok(true)).unwrap();
+            let k = g.tokens.len();
+            assert_eq!(g.tokens[..], want[..k], "greedy continuation differs from llama.cpp's");
+            assert!(k == n || (g.stopped && m.is_stop(want[k])), "stopped after {k} of {n} tokens");
+        }
+    }
+}
+
+#[test]
+fn smollm_tokenizer_matches_llama_cpp() {
+    check_tokenizer(util::smollm(), "smollm2-135m-instruct-q4_1.reference.json");
+}
+
+#[test]
+fn smollm_chat_template_matches_llama_cpp() {
+    check_templates(util::smollm(), "smollm2-135m-instruct-q4_1.reference.json");
+}
+
+#[test]
+fn smollm_logits_and_greedy_match_llama_cpp() {
+    check_logits_and_greedy(util::smollm(), "smollm2-135m-instruct-q4_1.reference.json");
+}
+
+#[test]
+fn qwen_tokenizer_template_and_logits_match_llama_cpp() {
+    let Some(m) = util::qwen() else { return };
+    let fx = "qwen2.5-coder-1.5b-instruct-q4_k_m.reference.json";
+    check_tokenizer(m, fx);
+    check_templates(m, fx);
+    check_logits_and_greedy(m, fx);
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn prefix_reuse_gives_the_same_logits_as_a_fresh_evaluation() {
+    let m = util::smollm();
+    let base =
+        m.tokenizer.encode_prompt("The quick brown fox jumps over the lazy dog. Memory is paged like an OS.").unwrap();
+    let longer = [base.clone(), m.tokenizer.encode(" And then it rested.", false).unwrap()].concat();
+    let mut diverged = base.clone();
+    diverged.truncate(base.len() - 3);
+    diverged.extend(m.tokenizer.encode(" cats sleep all day long", false).unwrap());
+
+    let mut s = Session::new(m, 512).unwrap();
+    s.eval(&base).unwrap();
+    let reused = s.eval(&longer).unwrap();
+    assert_eq!(s.last.reused, base.len(), "the whole previous prompt is reused");
+    assert_eq!(s.last.evaluated, longer.len() - base.len());
+    let fresh = Session::new(m, 512).unwrap().eval(&longer).unwrap();
+    assert!(max_diff(&reused, &fresh) < 1e-3, "appended: {}", max_diff(&reused, &fresh));
+
+    let after_truncation = s.eval(&diverged).unwrap();
+    assert_eq!(s.last.reused, base.len() - 3, "truncated to the common prefix");
+    let fresh = Session::new(m, 512).unwrap().eval(&diverged).unwrap();
+    assert!(max_diff(&after_truncation, &fresh) < 1e-3, "diverged: {}", max_diff(&after_truncation, &fresh));
+
+    // The same prompt again re-evaluates only its last token.
+    let again = s.eval(&diverged).unwrap();
+    assert_eq!(s.last.evaluated, 1);
+    assert!(max_diff(&again, &fresh) < 1e-3);
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_an_error() {
+    let m = util::smollm();
+    let mut s = Session::new(m, 16).unwrap();
+    let long = m.tokenizer.encode(&"word ".repeat(40), false).unwrap();
+    let err = s.eval(&long).unwrap_err().to_string();
+    assert!(err.contains("context window is 16"), "{err}");
+}

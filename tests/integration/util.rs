@@ -1,0 +1,105 @@
+//! Shared test helpers: the binary, the model store, loaded models, fixtures.
+
+use pagemind::embed::Embedder;
+use pagemind::runtime::ChatModel;
+use pagemind::store::{default_home, ModelStore};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const SMOLLM: &str = "smollm2-135m-instruct-q4_1";
+pub const QWEN: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
+pub const MINILM: &str = "all-minilm-l6-v2";
+
+/// The store the README's test command fills.
+pub fn store() -> ModelStore {
+    ModelStore::new(default_home())
+}
+
+/// A fixture file from `tests/fixtures`, parsed as JSON.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// Path to an installed model's first file; panics with the pull command if it is missing.
+pub fn model_path(id: &str) -> PathBuf {
+    let r = store().resolve(id).unwrap_or_else(|e| panic!("{e} (the README's test command pulls the default models)"));
+    r.paths[0].clone()
+}
+
+/// Whether a model is installed (for optional-model tests).
+pub fn installed(id: &str) -> bool {
+    let s = store();
+    s.catalog().get(id).is_some_and(|m| s.is_installed(m))
+}
+
+fn load(id: &str) -> ChatModel {
+    let s = store();
+    let r = s.resolve(id).unwrap_or_else(|e| panic!("{e}"));
+    ChatModel::load(&r.paths[0], &candle_core::Device::Cpu, r.spec.as_ref()).unwrap()
+}
+
+/// The default chat model, loaded once per test binary.
+pub fn smollm() -> &'static ChatModel {
+    static M: OnceLock<ChatModel> = OnceLock::new();
+    M.get_or_init(|| load(SMOLLM))
+}
+
+/// Qwen2.5, loaded once, or `None` (and a note on stderr) when not installed.
+pub fn qwen() -> Option<&'static ChatModel> {
+    static M: OnceLock<Option<ChatModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        if installed(QWEN) {
+            Some(load(QWEN))
+        } else {
+            eprintln!("SKIPPED: {QWEN} is not installed (run `pagemind models pull {QWEN}` to include it)");
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// The default embedding model, loaded once.
+pub fn minilm() -> &'static Embedder {
+    static E: OnceLock<Embedder> = OnceLock::new();
+    E.get_or_init(|| {
+        let r = store().resolve(MINILM).unwrap_or_else(|e| panic!("{e}"));
+        Embedder::load(
+            &r.file("model.safetensors"),
+            &r.file("config.json"),
+            &r.file("tokenizer.json"),
+            256,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    })
+}
+
+/// The pagemind binary with `home` as its store.
+pub fn pagemind(home: Option<&Path>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pagemind"));
+    c.env_remove("PAGEMIND_HOME");
+    if let Some(h) = home {
+        c.arg("--home").arg(h);
+    }
+    c.env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+/// Run and return the output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run pagemind")
+}
+
+/// Assert a command failed cleanly: non-zero exit, one error line naming `needle`, no panic.
+pub fn assert_clean_error(out: &Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("pagemind: error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    err
+}
