@@ -73,6 +73,35 @@ pub enum Error {
     #[error("compute: {0}")]
     Candle(#[from] candle_core::Error),
 
+    /// The memory store (redb) failed.
+    #[error("store {}: {msg}", path.display())]
+    Store { path: PathBuf, msg: String },
+
+    /// Another process holds the store.
+    #[error("store {} is in use by another pagemind process: close it (or wait) and retry", path.display())]
+    StoreLocked { path: PathBuf },
+
+    /// The store was written by an incompatible version.
+    #[error("store {}: schema version {found}, this pagemind reads version {expected}: {hint}", path.display())]
+    Schema { path: PathBuf, found: u64, expected: u64, hint: &'static str },
+
+    /// No agent of that name.
+    #[error("no agent named '{name}': create it with `pagemind agents create {name}` (see `pagemind agents list`)")]
+    NoAgent { name: String },
+
+    /// An agent of that name exists.
+    #[error("an agent named '{name}' already exists")]
+    AgentExists { name: String },
+
+    /// A memory operation the agent asked for that cannot be done; the text is meant for the
+    /// model as much as for a person, and nothing was changed.
+    #[error("{0}")]
+    Memory(String),
+
+    /// The archival vector index failed (it is derived data and can be rebuilt).
+    #[error("archival index {}: {msg}", path.display())]
+    Index { path: PathBuf, msg: String },
+
     /// An I/O error with no better context.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -28,6 +28,7 @@ pub mod bench;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod memory;
 pub mod runtime;
 pub mod store;
 

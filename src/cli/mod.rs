@@ -1,8 +1,11 @@
 /*! Command-line interface: argument groups (clap derive) and dispatch to one module per command. */
 
+mod agents;
 mod bench;
+mod debug;
 mod embed;
 mod generate;
+mod memory;
 mod models;
 
 use anyhow::Result;
@@ -59,6 +62,21 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Print sentence embeddings, one JSON array per text.
     Embed(embed::EmbedArgs),
+    /// Create, list and delete agents.
+    #[command(subcommand)]
+    Agents(agents::AgentsCmd),
+    /// Inspect an agent's core memory and stats.
+    #[command(subcommand)]
+    Memory(memory::MemoryCmd),
+    /// Archival storage: insert and search passages.
+    #[command(subcommand)]
+    Archival(memory::ArchivalCmd),
+    /// Recall storage: search messages by text and date.
+    #[command(subcommand)]
+    Recall(memory::RecallCmd),
+    /// Debugging and test tools.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCmd),
     /// Measure speed (JSON output comparable with the reference engines).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -81,6 +99,11 @@ pub fn run() -> Result<ExitCode> {
         Command::Generate(a) => generate::generate(g, a)?,
         Command::Embed(a) => embed::run(g, a)?,
         Command::Bench(c) => bench::run(g, c)?,
+        Command::Agents(c) => agents::run(g, c)?,
+        Command::Debug(c) => debug::run(g, c)?,
+        Command::Memory(c) => memory::memory(g, c)?,
+        Command::Archival(c) => memory::archival(g, c)?,
+        Command::Recall(c) => memory::recall(g, c)?,
     }
     Ok(ExitCode::SUCCESS)
 }

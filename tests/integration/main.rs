@@ -8,4 +8,5 @@ mod util;
 
 mod cli_errors;
 mod embed;
+mod memory;
 mod runtime;

@@ -1,0 +1,196 @@
+/*! Archival storage: passages searched by embedding.
+
+An insert commits text and vector to redb in one transaction, then adds the vector to the HNSW
+index. Search asks the index for the `(page + 1) * size` nearest passages and returns ranks
+`page * size .. page * size + size - 1`; with a text filter it instead scores, exactly, every
+passage containing the text (case-insensitive), so filtered results are never missed.
+*/
+
+use super::index::{vec_from_bytes, vec_to_bytes};
+use super::records::{now_ms, Page, Passage};
+use super::tables::*;
+use super::{check_text, MemoryStore};
+use crate::{Error, Result};
+use redb::ReadableTable;
+use serde::Serialize;
+
+/// A passage and its cosine similarity to the query.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredPassage {
+    pub score: f32,
+    #[serde(flatten)]
+    pub passage: Passage,
+}
+
+/// A passage to insert: text, where it came from, metadata, and its embedding.
+pub struct NewPassage {
+    pub text: String,
+    pub source: String,
+    pub span: String,
+    pub metadata: serde_json::Value,
+    pub vector: Vec<f32>,
+}
+
+impl MemoryStore {
+    /// Insert one passage (durable on return) and index it.
+    pub fn archival_insert(&self, agent: u64, model: &str, p: NewPassage) -> Result<Passage> {
+        Ok(self.archival_insert_many(agent, model, vec![p])?.remove(0))
+    }
+
+    /// Insert passages in one transaction, then index them.
+    pub fn archival_insert_many(&self, agent: u64, model: &str, items: Vec<NewPassage>) -> Result<Vec<Passage>> {
+        let Some(dim) = items.first().map(|p| p.vector.len()) else { return Ok(vec![]) };
+        for p in &items {
+            check_text("passage", &p.text)?;
+            if p.vector.len() != dim || dim == 0 {
+                return Err(Error::Invalid("all passage vectors must have the same, non-zero, dimension".into()));
+            }
+        }
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(items.len());
+        {
+            let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+            let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+            for it in &items {
+                let id = self.next_id(&tx, "next_passage_id")?;
+                let p = Passage {
+                    id,
+                    text: it.text.clone(),
+                    source: it.source.clone(),
+                    span: it.span.clone(),
+                    created_at: now_ms(),
+                    metadata: it.metadata.clone(),
+                };
+                let bytes = serde_json::to_vec(&p).map_err(|e| self.err(e))?;
+                pt.insert((agent, id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                vt.insert((agent, id), vec_to_bytes(&it.vector).as_slice()).map_err(|e| self.err(e))?;
+                out.push(p);
+            }
+        }
+        // Open (or rebuild) the index before committing, so that it reflects the state before
+        // these passages; then add them once committed.
+        self.with_index(agent, model, dim, |_| Ok(()))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.with_index(agent, model, dim, |idx| {
+            for (p, it) in out.iter().zip(&items) {
+                idx.add(p.id, &it.vector)?;
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Delete a passage.
+    pub fn archival_delete(&self, agent: u64, model: &str, id: u64) -> Result<()> {
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let dim;
+        let last_id;
+        {
+            let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+            let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+            if pt.remove((agent, id)).map_err(|e| self.err(e))?.is_none() {
+                return Err(Error::Memory(format!("there is no archival passage with id {id}")));
+            }
+            dim = vt.remove((agent, id)).map_err(|e| self.err(e))?.map(|v| v.value().len() / 4).unwrap_or(0);
+            last_id = vt
+                .range((agent, 0)..=(agent, u64::MAX))
+                .map_err(|e| self.err(e))?
+                .next_back()
+                .transpose()
+                .map_err(|e| self.err(e))?
+                .map(|(k, _)| k.value().1)
+                .unwrap_or(0);
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        if dim > 0 {
+            self.with_index(agent, model, dim, |idx| idx.remove(id, last_id))?;
+        }
+        Ok(())
+    }
+
+    /// A passage by id.
+    pub fn passage(&self, agent: u64, id: u64) -> Result<Option<Passage>> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+        let v = t.get((agent, id)).map_err(|e| self.err(e))?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+    }
+
+    /// Every passage of `agent` (id order) for which `keep` holds.
+    pub fn passages_where(&self, agent: u64, mut keep: impl FnMut(&Passage) -> bool) -> Result<Vec<Passage>> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+        let mut out = vec![];
+        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            let p: Passage = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+            if keep(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A passage's stored vector.
+    pub fn passage_vector(&self, agent: u64, id: u64) -> Result<Option<Vec<f32>>> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+        let v = t.get((agent, id)).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| vec_from_bytes(v.value())))
+    }
+
+    /// Passages in archival storage.
+    pub fn passage_count(&self, agent: u64) -> Result<usize> {
+        self.count_rows(PASSAGES, agent)
+    }
+
+    /// Search by query embedding; `filter` keeps only passages containing that text.
+    pub fn archival_search(
+        &self,
+        agent: u64,
+        model: &str,
+        query: &[f32],
+        page: usize,
+        size: usize,
+        filter: Option<&str>,
+    ) -> Result<Page<ScoredPassage>> {
+        let size = size.max(1);
+        let total = self.passage_count(agent)?;
+        if let Some(f) = filter {
+            let f = f.to_lowercase();
+            let mut hits = vec![];
+            for p in self.passages_where(agent, |p| p.text.to_lowercase().contains(&f))? {
+                let v = self.passage_vector(agent, p.id)?.unwrap_or_default();
+                hits.push(ScoredPassage { score: dot(query, &v), passage: p });
+            }
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            return Ok(Page::of(hits, page, size));
+        }
+        let k = ((page + 1) * size).min(total);
+        let ids = self.with_index(agent, model, query.len(), |idx| idx.search(query, k))?;
+        let mut items = vec![];
+        for (id, score) in ids.into_iter().skip(page * size) {
+            if let Some(p) = self.passage(agent, id)? {
+                items.push(ScoredPassage { score, passage: p });
+            }
+        }
+        Ok(Page { items, page, page_size: size, total })
+    }
+
+    /// Exact (brute-force) nearest passages: ids and cosine, best first. For checks and benches.
+    pub fn archival_exact(&self, agent: u64, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
+        let mut all = vec![];
+        self.for_each_vector(agent, |id, v| {
+            all.push((id, dot(query, &v)));
+            Ok(())
+        })?;
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(k);
+        Ok(all)
+    }
+}
+
+/// Dot product (cosine for unit vectors).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,183 @@
+/*! External context and persistent agent state: recall and archival storage, core memory.
+
+redb is the source of truth for everything ([`MemoryStore`], one database per `<home>`,
+`<home>/pagemind.redb`); the usearch HNSW index of each agent's archival passages
+(`<home>/index/<agent id>.usearch`) is derived data, checked against redb on open and rebuilt from
+the stored vectors when missing, stale or unreadable ([`ArchivalIndex`]).
+
+- agents and core memory: [`MemoryStore::create_agent`], [`MemoryStore::core_append`],
+  [`MemoryStore::core_replace`] (character limits enforced; a failing edit changes nothing).
+- recall: [`MemoryStore::append_message`] (durable on return), [`MemoryStore::recall_search`]
+  (case-insensitive text, newest first), [`MemoryStore::recall_by_date`] (inclusive UTC dates).
+- archival: [`MemoryStore::archival_insert`], [`MemoryStore::archival_search`],
+  [`MemoryStore::archival_delete`].
+
+```no_run
+use pagemind::memory::{MemoryStore, Message, MessageRole};
+# fn main() -> pagemind::Result<()> {
+let store = MemoryStore::open("/tmp/pm-home".as_ref())?;
+let agent = store.create_agent("sam", "smollm2-135m-instruct-q4_1", "all-minilm-l6-v2", "I am Sam.", "Unknown.")?;
+store.append_message(agent.id, Message::new(MessageRole::User, "I love mangoes"))?;
+let hits = store.recall_search(agent.id, "mango", 0, 5)?;
+assert_eq!(hits.total, 1);
+# Ok(()) }
+```
+*/
+
+mod agents;
+mod archival;
+mod index;
+mod recall;
+mod records;
+mod tables;
+
+pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
+pub use archival::{NewPassage, ScoredPassage};
+pub use index::ArchivalIndex;
+pub use recall::parse_date;
+pub use records::{
+    now_ms, AgentConfig, AgentRecord, Block, FunctionCall, Message, MessageRole, Page, Passage, Summary,
+};
+pub use tables::SCHEMA_VERSION;
+
+use crate::{Error, Result};
+use redb::{Database, ReadableTable};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tables::*;
+
+/// Largest message or passage text accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// The store: one redb database plus the derived archival indexes.
+pub struct MemoryStore {
+    db: Database,
+    path: PathBuf,
+    index_dir: PathBuf,
+    indexes: Mutex<HashMap<u64, ArchivalIndex>>,
+    /// Show progress bars for long work (index rebuilds).
+    pub progress: bool,
+}
+
+impl MemoryStore {
+    /// Open (or create) the store under `home`. A store held by another process is a clear
+    /// [`Error::StoreLocked`], never a wait.
+    pub fn open(home: &Path) -> Result<Self> {
+        std::fs::create_dir_all(home).map_err(|e| Error::file(home, format!("cannot create the store folder: {e}")))?;
+        let path = home.join("pagemind.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::StoreLocked { path }),
+            Err(e) => return Err(Error::Store { path, msg: e.to_string() }),
+        };
+        let s = Self { db, index_dir: home.join("index"), path, indexes: Mutex::new(HashMap::new()), progress: false };
+        s.init_schema()?;
+        Ok(s)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Store { path: self.path.clone(), msg: e.to_string() }
+    }
+
+    fn init_schema(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            let found = meta.get("schema_version").map_err(|e| self.err(e))?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| self.err(e))?;
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    let hint = if v > SCHEMA_VERSION {
+                        "it was written by a newer pagemind; upgrade pagemind"
+                    } else {
+                        "it was written by an older pagemind; export agents with that version and import them here"
+                    };
+                    return Err(Error::Schema { path: self.path.clone(), found: v, expected: SCHEMA_VERSION, hint });
+                }
+            }
+            // Create every table so readers never meet a missing one.
+            tx.open_table(AGENTS).map_err(|e| self.err(e))?;
+            tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+            tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
+            tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+            tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+            tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Take the next value of a counter in `META` inside `tx`.
+    pub(crate) fn next_id(&self, tx: &redb::WriteTransaction, key: &str) -> Result<u64> {
+        let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        let id = meta.get(key).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(1);
+        meta.insert(key, id + 1).map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Save every open archival index (they are otherwise saved when the store is dropped).
+    pub fn flush_indexes(&self) -> Result<()> {
+        let mut map = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        for idx in map.values_mut() {
+            idx.save()?;
+        }
+        Ok(())
+    }
+
+    /// Per-agent state stored for other modules (e.g. the loaded sources of document QA).
+    pub fn get_state(&self, agent: u64, key: &str) -> Result<Option<serde_json::Value>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
+        let v = t.get((agent, key)).map_err(|e| self.err(e))?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+    }
+
+    /// Set per-agent state (durable on return).
+    pub fn set_state(&self, agent: u64, key: &str, value: &serde_json::Value) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
+            let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
+            t.insert((agent, key), bytes.as_slice()).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Number of rows of `agent` in a `(agent, id)` table.
+    pub(crate) fn count_rows(&self, table: redb::TableDefinition<(u64, u64), &[u8]>, agent: u64) -> Result<usize> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let n = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?.count();
+        Ok(n)
+    }
+}
+
+impl Drop for MemoryStore {
+    fn drop(&mut self) {
+        let _ = self.flush_indexes();
+    }
+}
+
+/// Reject texts we will not store.
+pub(crate) fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Error::Invalid(format!(
+            "{what} is {} bytes; the limit is {MAX_TEXT_BYTES} bytes: split it (e.g. `pagemind load` chunks documents)",
+            text.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+/*! The records the store keeps, as serde types. Times are Unix milliseconds, UTC. */
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Agent settings that a user may change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentConfig {
+    /// Tokens in the model's window that the agent may use (0 = the model's default).
+    #[serde(default)]
+    pub context_window: usize,
+    /// Fraction of the window at which the memory-pressure alert fires.
+    #[serde(default = "default_warn")]
+    pub warning_threshold: f32,
+    /// Fraction of the window at which the queue is flushed.
+    #[serde(default = "default_flush")]
+    pub flush_threshold: f32,
+    /// Fraction of the window evicted by a flush.
+    #[serde(default = "default_evict")]
+    pub evict_fraction: f32,
+    /// Chained steps allowed per user turn.
+    #[serde(default = "default_steps")]
+    pub max_steps: usize,
+}
+
+fn default_warn() -> f32 {
+    0.7
+}
+fn default_flush() -> f32 {
+    1.0
+}
+fn default_evict() -> f32 {
+    0.5
+}
+fn default_steps() -> usize {
+    10
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            context_window: 0,
+            warning_threshold: default_warn(),
+            flush_threshold: default_flush(),
+            evict_fraction: default_evict(),
+            max_steps: default_steps(),
+        }
+    }
+}
+
+/// An agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentRecord {
+    pub id: u64,
+    pub name: String,
+    pub chat_model: String,
+    pub embedding_model: String,
+    pub created_at: i64,
+    pub last_used: i64,
+    #[serde(default)]
+    pub config: AgentConfig,
+}
+
+/// A core-memory block (working context).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Block {
+    pub label: String,
+    pub value: String,
+    /// Maximum characters (Unicode scalar values).
+    pub limit: usize,
+    pub updated_at: i64,
+}
+
+/// Who a message is from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    /// System alerts and events (login, memory pressure, heartbeats).
+    System,
+    User,
+    /// The agent's steps: thoughts plus one function call.
+    Assistant,
+    /// A function's result.
+    Function,
+}
+
+impl MessageRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageRole::System => "system",
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+            MessageRole::Function => "function",
+        }
+    }
+}
+
+/// A function call made by the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: serde_json::Value,
+    #[serde(default)]
+    pub request_heartbeat: bool,
+}
+
+/// One message in recall storage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    pub id: u64,
+    pub role: MessageRole,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCall>,
+    /// For [`MessageRole::Function`]: which function produced this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub created_at: i64,
+    /// Tokens this message takes in the prompt (model's own tokenizer; 0 if not yet counted).
+    #[serde(default)]
+    pub tokens: u32,
+    /// Whether it is in the FIFO queue of main context (else only in recall storage).
+    pub in_context: bool,
+}
+
+impl Message {
+    /// A new in-context message (id and time are set when appended).
+    pub fn new(role: MessageRole, content: impl Into<String>) -> Self {
+        Self {
+            id: 0,
+            role,
+            content: content.into(),
+            function: None,
+            name: None,
+            created_at: 0,
+            tokens: 0,
+            in_context: true,
+        }
+    }
+
+    /// The text that recall search matches: content, function arguments and results.
+    pub fn search_text(&self) -> String {
+        match &self.function {
+            Some(f) => format!("{} {}", self.content, f.arguments),
+            None => self.content.clone(),
+        }
+    }
+}
+
+/// The recursive summary of evicted messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Summary {
+    pub text: String,
+    pub updated_at: i64,
+    /// Messages the summary covers (all evicted so far).
+    pub messages_covered: u64,
+}
+
+/// One archival passage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Passage {
+    pub id: u64,
+    pub text: String,
+    /// Where it came from (file path, or `agent` for the agent's own inserts).
+    #[serde(default)]
+    pub source: String,
+    /// Location inside the source (e.g. `lines 10-24`, `page 3`).
+    #[serde(default)]
+    pub span: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// 0-based page index.
+    pub page: usize,
+    pub page_size: usize,
+    pub total: usize,
+}
+
+impl<T> Page<T> {
+    /// Cut `all` into the page `page` of `size`.
+    pub fn of(all: Vec<T>, page: usize, size: usize) -> Self {
+        let total = all.len();
+        let items = all.into_iter().skip(page * size).take(size).collect();
+        Self { items, page, page_size: size, total }
+    }
+
+    /// Number of pages (at least 1).
+    pub fn pages(&self) -> usize {
+        self.total.div_ceil(self.page_size.max(1)).max(1)
+    }
+
+    /// "page p of P, N results" (1-based p for people and models).
+    pub fn header(&self) -> String {
+        format!("Showing {} of {} results (page {}/{})", self.items.len(), self.total, self.page + 1, self.pages())
+    }
+}

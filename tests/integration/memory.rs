@@ -1,0 +1,214 @@
+//! Memory tiers: recall, archival, core memory, the store lock and crash safety.
+
+use crate::util::{assert_clean_error, pagemind, run};
+use pagemind::memory::{parse_date, FunctionCall, MemoryStore, Message, MessageRole, NewPassage};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+fn store() -> (tempfile::TempDir, MemoryStore) {
+    let d = tempfile::tempdir().unwrap();
+    let s = MemoryStore::open(d.path()).unwrap();
+    (d, s)
+}
+
+fn unit(seed: u64) -> Vec<f32> {
+    // A deterministic unit vector; near-duplicates of `seed` differ only slightly.
+    let mut v: Vec<f32> = (0..384).map(|i| (((seed * 7919 + i * 104729) % 1000) as f32 / 500.0) - 1.0).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn passage(text: &str, v: Vec<f32>) -> NewPassage {
+    NewPassage {
+        text: text.into(),
+        source: "test".into(),
+        span: String::new(),
+        metadata: serde_json::json!({}),
+        vector: v,
+    }
+}
+
+#[test]
+fn recall_search_is_case_insensitive_newest_first_and_paginated() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    for i in 0..12 {
+        s.append_message(a.id, Message::new(MessageRole::User, format!("I like MANGO number {i}"))).unwrap();
+    }
+    let mut call = Message::new(MessageRole::Assistant, "thinking");
+    call.function = Some(FunctionCall {
+        name: "archival_memory_insert".into(),
+        arguments: serde_json::json!({"content": "the user likes mangoes"}),
+        request_heartbeat: false,
+    });
+    s.append_message(a.id, call).unwrap();
+    s.append_message(a.id, Message::new(MessageRole::User, "unrelated")).unwrap();
+
+    let p = s.recall_search(a.id, "mango", 0, 5).unwrap();
+    assert_eq!((p.total, p.items.len(), p.pages()), (13, 5, 3));
+    assert_eq!(p.header(), "Showing 5 of 13 results (page 1/3)");
+    assert!(p.items[0].function.is_some(), "newest first, and function arguments are searched");
+    let last = s.recall_search(a.id, "mango", 2, 5).unwrap();
+    assert_eq!(last.items.len(), 3);
+    assert_eq!(last.items[2].content, "I like MANGO number 0");
+    assert_eq!(s.message_count(a.id).unwrap(), 14);
+}
+
+#[test]
+fn recall_date_search_is_inclusive_in_utc() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let at = |d: &str, h: u32| parse_date(d).unwrap().and_hms_opt(h, 0, 0).unwrap().and_utc().timestamp_millis();
+    for (d, h) in [("2024-01-01", 0), ("2024-01-02", 23), ("2024-01-03", 12), ("2024-01-04", 0)] {
+        let mut m = Message::new(MessageRole::User, format!("on {d}"));
+        m.created_at = at(d, h);
+        s.append_message(a.id, m).unwrap();
+    }
+    let r = s
+        .recall_by_date(a.id, Some(parse_date("2024-01-02").unwrap()), Some(parse_date("2024-01-03").unwrap()), 0, 10)
+        .unwrap();
+    let got: Vec<&str> = r.items.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(got, ["on 2024-01-02", "on 2024-01-03"]);
+    assert!(parse_date("Jan 3").unwrap_err().to_string().contains("YYYY-MM-DD"));
+}
+
+#[test]
+fn core_memory_limits_are_enforced_and_failed_edits_change_nothing() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "I am Sam.", "Name: Ana").unwrap();
+    s.core_append(a.id, "human", "Likes mangoes").unwrap();
+    assert_eq!(s.block(a.id, "human").unwrap().value, "Name: Ana\nLikes mangoes");
+    s.core_replace(a.id, "human", "mangoes", "papayas").unwrap();
+    assert_eq!(s.block(a.id, "human").unwrap().value, "Name: Ana\nLikes papayas");
+
+    let before = s.block(a.id, "human").unwrap();
+    let err = s.core_append(a.id, "human", &"x".repeat(2000)).unwrap_err().to_string();
+    assert!(err.contains("over its limit of 2000") && err.contains("nothing was changed"), "{err}");
+    let err = s.core_replace(a.id, "human", "bananas", "kiwis").unwrap_err().to_string();
+    assert!(err.contains("does not contain the exact text"), "{err}");
+    assert!(s.core_append(a.id, "nope", "x").unwrap_err().to_string().contains("persona, human"));
+    assert_eq!(s.block(a.id, "human").unwrap(), before);
+}
+
+#[test]
+fn archival_pages_filter_delete_and_index_rebuild() {
+    let (d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let mut ids = vec![];
+    for i in 0..20u64 {
+        ids.push(s.archival_insert(a.id, "e", passage(&format!("fact {i} about item{i}"), unit(i))).unwrap().id);
+    }
+    let q = unit(7);
+    let p0 = s.archival_search(a.id, "e", &q, 0, 5, None).unwrap();
+    assert_eq!(p0.total, 20);
+    assert_eq!(p0.items[0].passage.text, "fact 7 about item7");
+    let exact = s.archival_exact(a.id, &q, 10).unwrap();
+    let p1 = s.archival_search(a.id, "e", &q, 1, 5, None).unwrap();
+    let paged: Vec<u64> = p0.items.iter().chain(&p1.items).map(|x| x.passage.id).collect();
+    assert_eq!(paged, exact.iter().map(|x| x.0).collect::<Vec<_>>(), "page p holds ranks p*size..p*size+size-1");
+
+    let f = s.archival_search(a.id, "e", &q, 0, 5, Some("ITEM1")).unwrap();
+    assert_eq!(f.items.len(), 5, "item1 and item10..item19 contain 'item1'");
+    assert!(f.items.iter().all(|x| x.passage.text.contains("item1")));
+
+    s.archival_delete(a.id, "e", ids[7]).unwrap();
+    let after = s.archival_search(a.id, "e", &q, 0, 5, None).unwrap();
+    assert_eq!(after.total, 19);
+    assert!(after.items.iter().all(|x| x.passage.id != ids[7]));
+    drop(s);
+
+    // The index is derived: deleting it loses nothing.
+    for f in std::fs::read_dir(d.path().join("index")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let s = MemoryStore::open(d.path()).unwrap();
+    assert!(s.index_was_rebuilt(a.id, "e", 384).unwrap());
+    let again = s.archival_search(a.id, "e", &q, 0, 5, None).unwrap();
+    assert_eq!(
+        again.items.iter().map(|x| x.passage.id).collect::<Vec<_>>(),
+        after.items.iter().map(|x| x.passage.id).collect::<Vec<_>>()
+    );
+    drop(s);
+    // A saved, matching index is reused, not rebuilt.
+    let s = MemoryStore::open(d.path()).unwrap();
+    assert!(!s.index_was_rebuilt(a.id, "e", 384).unwrap());
+}
+
+#[test]
+fn oversized_and_invalid_inputs_are_clear_errors() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let big = "x".repeat(pagemind::memory::MAX_TEXT_BYTES + 1);
+    assert!(s.append_message(a.id, Message::new(MessageRole::User, big)).unwrap_err().to_string().contains("limit"));
+    assert!(s.create_agent("bad name!", "m", "e", "p", "h").unwrap_err().to_string().contains("invalid agent name"));
+    assert!(s.create_agent("ana", "m", "e", "p", "h").unwrap_err().to_string().contains("already exists"));
+    assert_eq!(s.message_count(a.id).unwrap(), 0);
+}
+
+#[test]
+fn a_store_from_another_schema_version_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    drop(MemoryStore::open(d.path()).unwrap());
+    {
+        let db = redb::Database::create(d.path().join("pagemind.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap().insert("schema_version", 99).unwrap();
+        tx.commit().unwrap();
+    }
+    let err = MemoryStore::open(d.path()).err().expect("must refuse").to_string();
+    assert!(err.contains("schema version 99") && err.contains("newer pagemind"), "{err}");
+}
+
+#[test]
+fn a_second_process_gets_a_clear_lock_error() {
+    let d = tempfile::tempdir().unwrap();
+    let _held = MemoryStore::open(d.path()).unwrap();
+    let out = run(pagemind(Some(d.path())).args(["agents", "list"]));
+    assert_clean_error(&out, "is in use by another pagemind process");
+}
+
+#[test]
+fn killed_writer_loses_no_acknowledged_write() {
+    let d = tempfile::tempdir().unwrap();
+    run(pagemind(Some(d.path())).args(["agents", "create", "crash"]));
+    let mut child = pagemind(Some(d.path()))
+        .args(["debug", "write-stream", "--agent", "crash", "--count", "100000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = (vec![], vec![]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.0.len() + acked.1.len() < 120 {
+        let l = lines.next().unwrap().unwrap();
+        let (kind, id) = l.split_once(' ').unwrap();
+        let id: u64 = id.parse().unwrap();
+        if kind == "message" {
+            acked.0.push(id)
+        } else {
+            acked.1.push(id)
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    child.wait().unwrap();
+
+    let s = MemoryStore::open(d.path()).unwrap();
+    let a = s.agent("crash").unwrap();
+    let msgs: Vec<u64> = s.messages(a.id).unwrap().iter().map(|m| m.id).collect();
+    for id in &acked.0 {
+        assert!(msgs.contains(id), "acknowledged message {id} lost");
+    }
+    let n = s.passage_count(a.id).unwrap();
+    assert!(n >= acked.1.len());
+    for id in &acked.1 {
+        let p = s.passage(a.id, *id).unwrap().expect("acknowledged passage lost");
+        assert!(p.text.starts_with("stream passage"));
+        assert!(s.passage_vector(a.id, *id).unwrap().is_some(), "text and vector are written together");
+    }
+    // The index is consistent with redb: every passage is findable by its own vector.
+    let last = *acked.1.last().unwrap();
+    let v = s.passage_vector(a.id, last).unwrap().unwrap();
+    let hit = s.archival_search(a.id, &a.embedding_model, &v, 0, 1, None).unwrap();
+    assert_eq!(hit.total, n);
+    assert_eq!(hit.items[0].passage.id, last);
+}
