@@ -28,8 +28,10 @@ pub mod bench;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod grammar;
 pub mod memory;
 pub mod runtime;
 pub mod store;
+pub mod tools;
 
 pub use error::{Error, Result};

@@ -62,6 +62,9 @@ pub struct GenerateArgs {
     /// Wrap the prompt as one user message with the model's chat template.
     #[arg(long)]
     pub chat: bool,
+    /// Decode one grammar-constrained agent step (a function call) for the prompt as a user message.
+    #[arg(long, conflicts_with = "chat")]
+    pub tools: bool,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// KV-cache size in tokens (default: the model's context length, at most 8192).
@@ -94,6 +97,9 @@ pub fn tokenize(g: &Global, a: TokenizeArgs) -> Result<()> {
 
 pub fn generate(g: &Global, a: GenerateArgs) -> Result<()> {
     let m = load_chat(g, a.model.model.as_deref())?;
+    if a.tools {
+        return tool_step(&m, &a);
+    }
     let ids = if a.chat {
         m.chat_prompt(&[ChatMessage::new("user", a.prompt.clone())], true)?.1
     } else {
@@ -121,6 +127,37 @@ pub fn generate(g: &Global, a: GenerateArgs) -> Result<()> {
         p.evaluated as f64 / p.elapsed.as_secs_f64().max(1e-9),
         dec,
         dec as f64 / r.decode_elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+/// `generate --tools`: one constrained step with the built-in tools.
+fn tool_step(m: &ChatModel, a: &GenerateArgs) -> Result<()> {
+    use pagemind::grammar::{compact_listing, decode_step, StepFormat, StepGrammar};
+    let tools = pagemind::tools::builtin_tools(&["persona".into(), "human".into()]);
+    let format = m.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
+    let grammar = StepGrammar::new(m, &tools, format)?;
+    let system = format!(
+        "You are a helpful agent with memory. Every reply is exactly one function call.\nFunctions:\n{}",
+        compact_listing(&tools)
+    );
+    let (_, ids) =
+        m.chat_prompt(&[ChatMessage::new("system", system), ChatMessage::new("user", a.prompt.clone())], true)?;
+    let n_ctx = a.context_window.unwrap_or(m.weights.config.context_length.min(8192));
+    let mut session = Session::new(m, n_ctx)?;
+    let mut sampler = Sampler::new(a.sampling.config());
+    let step = decode_step(&grammar, &mut session, &ids, &mut sampler, |_| {})?;
+    println!("{}", step.text);
+    eprintln!(
+        "call: {}({}) heartbeat={} | {} tokens ({} forced), {} masks in {:.2} ms, step {:.0} ms",
+        step.call.function,
+        step.call.arguments,
+        step.call.request_heartbeat,
+        step.stats.tokens,
+        step.stats.forced,
+        step.stats.masks,
+        step.stats.mask_time.as_secs_f64() * 1e3,
+        step.stats.total_time.as_secs_f64() * 1e3
     );
     Ok(())
 }

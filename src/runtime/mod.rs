@@ -26,11 +26,12 @@ use crate::store::ModelSpec;
 use crate::Result;
 use candle_core::Device;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A loaded chat model.
 pub struct ChatModel {
     pub weights: Transformer,
-    pub tokenizer: GgufTokenizer,
+    pub tokenizer: Arc<GgufTokenizer>,
     pub template: ChatTemplate,
     /// Tokens that end a generation (EOS and end-of-turn tokens).
     pub stop_tokens: Vec<u32>,
@@ -59,7 +60,12 @@ impl ChatModel {
             }
         }
         let weights = Transformer::load(&mut g, device)?;
-        Ok(Self { weights, tokenizer, template, stop_tokens, spec: spec.cloned() })
+        Ok(Self { weights, tokenizer: Arc::new(tokenizer), template, stop_tokens, spec: spec.cloned() })
+    }
+
+    /// A shared handle to the tokenizer.
+    pub fn tokenizer_arc(&self) -> Arc<GgufTokenizer> {
+        self.tokenizer.clone()
     }
 
     /// Whether `id` ends a generation.

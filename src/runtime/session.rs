@@ -50,6 +50,11 @@ impl<'m> Session<'m> {
         Ok(Self { model, cache: model.weights.new_cache(n_ctx), tokens: vec![], last: EvalStats::default() })
     }
 
+    /// The model this session runs.
+    pub fn model(&self) -> &'m ChatModel {
+        self.model
+    }
+
     /// The context window of this session.
     pub fn n_ctx(&self) -> usize {
         self.cache.max_len()

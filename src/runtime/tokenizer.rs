@@ -36,6 +36,7 @@ fn pre_regexes(pre: &str) -> Option<Vec<&'static str>> {
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
+const TOKEN_UNUSED: i64 = 5;
 
 /// A tokenizer for a GGUF chat model.
 pub struct GgufTokenizer {
@@ -164,6 +165,11 @@ impl GgufTokenizer {
     /// Whether `id` is a control token (never part of ordinary text).
     pub fn is_control(&self, id: u32) -> bool {
         self.token_types.get(id as usize) == Some(&TOKEN_CONTROL)
+    }
+
+    /// Whether `id` is an unused/padding slot of the vocabulary (GGUF type 5).
+    pub fn is_unused(&self, id: u32) -> bool {
+        self.token_types.get(id as usize) == Some(&TOKEN_UNUSED)
     }
 
     /// The id of an exact token string, if the vocabulary has it.
