@@ -24,6 +24,7 @@ let next = sampler.sample(&logits, &ids, None)?;
 ```
 */
 
+pub mod agent;
 pub mod bench;
 pub mod device;
 pub mod embed;

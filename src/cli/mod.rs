@@ -2,6 +2,7 @@
 
 mod agents;
 mod bench;
+mod chat;
 mod debug;
 mod embed;
 mod generate;
@@ -62,6 +63,10 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Print sentence embeddings, one JSON array per text.
     Embed(embed::EmbedArgs),
+    /// Chat with an agent (created on first use; default models pulled if missing).
+    Chat(chat::ChatArgs),
+    /// One user turn, non-interactive; prints the messages the agent sent.
+    Ask(chat::AskArgs),
     /// Create, list and delete agents.
     #[command(subcommand)]
     Agents(agents::AgentsCmd),
@@ -100,6 +105,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Embed(a) => embed::run(g, a)?,
         Command::Bench(c) => bench::run(g, c)?,
         Command::Agents(c) => agents::run(g, c)?,
+        Command::Chat(a) => chat::chat(g, a)?,
+        Command::Ask(a) => chat::ask(g, a)?,
         Command::Debug(c) => debug::run(g, c)?,
         Command::Memory(c) => memory::memory(g, c)?,
         Command::Archival(c) => memory::archival(g, c)?,

@@ -189,6 +189,18 @@ impl MemoryStore {
         Ok(b)
     }
 
+    /// Write a block exactly as given (imports), enforcing its limit.
+    pub fn put_block(&self, agent: u64, b: &Block) -> Result<()> {
+        self.set_block(agent, &b.label, &b.value, b.limit)?;
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            let bytes = serde_json::to_vec(b).map_err(|e| self.err(e))?;
+            t.insert((agent, b.label.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Append `content` to a block on a new line.
     pub fn core_append(&self, agent: u64, label: &str, content: &str) -> Result<Block> {
         let b = self.block(agent, label)?;

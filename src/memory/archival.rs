@@ -39,10 +39,22 @@ impl MemoryStore {
 
     /// Insert passages in one transaction, then index them.
     pub fn archival_insert_many(&self, agent: u64, model: &str, items: Vec<NewPassage>) -> Result<Vec<Passage>> {
-        let Some(dim) = items.first().map(|p| p.vector.len()) else { return Ok(vec![]) };
-        for p in &items {
+        let items = items
+            .into_iter()
+            .map(|it| {
+                let p = Passage { id: 0, text: it.text, source: it.source, span: it.span, created_at: 0, metadata: it.metadata };
+                (p, it.vector)
+            })
+            .collect();
+        self.archival_import(agent, model, items)
+    }
+
+    /// Insert passages as given (a `created_at` of 0 means now; ids are assigned), one transaction.
+    pub fn archival_import(&self, agent: u64, model: &str, items: Vec<(Passage, Vec<f32>)>) -> Result<Vec<Passage>> {
+        let Some(dim) = items.first().map(|p| p.1.len()) else { return Ok(vec![]) };
+        for (p, v) in &items {
             check_text("passage", &p.text)?;
-            if p.vector.len() != dim || dim == 0 {
+            if v.len() != dim || dim == 0 {
                 return Err(Error::Invalid("all passage vectors must have the same, non-zero, dimension".into()));
             }
         }
@@ -51,19 +63,15 @@ impl MemoryStore {
         {
             let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
             let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-            for it in &items {
-                let id = self.next_id(&tx, "next_passage_id")?;
-                let p = Passage {
-                    id,
-                    text: it.text.clone(),
-                    source: it.source.clone(),
-                    span: it.span.clone(),
-                    created_at: now_ms(),
-                    metadata: it.metadata.clone(),
-                };
+            for (it, v) in &items {
+                let mut p = it.clone();
+                p.id = self.next_id(&tx, "next_passage_id")?;
+                if p.created_at == 0 {
+                    p.created_at = now_ms();
+                }
                 let bytes = serde_json::to_vec(&p).map_err(|e| self.err(e))?;
-                pt.insert((agent, id), bytes.as_slice()).map_err(|e| self.err(e))?;
-                vt.insert((agent, id), vec_to_bytes(&it.vector).as_slice()).map_err(|e| self.err(e))?;
+                pt.insert((agent, p.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                vt.insert((agent, p.id), vec_to_bytes(v).as_slice()).map_err(|e| self.err(e))?;
                 out.push(p);
             }
         }
@@ -72,8 +80,8 @@ impl MemoryStore {
         self.with_index(agent, model, dim, |_| Ok(()))?;
         tx.commit().map_err(|e| self.err(e))?;
         self.with_index(agent, model, dim, |idx| {
-            for (p, it) in out.iter().zip(&items) {
-                idx.add(p.id, &it.vector)?;
+            for (p, (_, v)) in out.iter().zip(&items) {
+                idx.add(p.id, v)?;
             }
             Ok(())
         })?;

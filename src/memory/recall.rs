@@ -156,6 +156,17 @@ impl MemoryStore {
         }
     }
 
+    /// Write the summary exactly as given (imports).
+    pub fn put_summary(&self, agent: u64, summary: &Summary) -> Result<()> {
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut s = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
+            let bytes = serde_json::to_vec(summary).map_err(|e| self.err(e))?;
+            s.insert(agent, bytes.as_slice()).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Replace the summary and mark `evicted` out of context, atomically (a flush).
     pub fn flush_queue(&self, agent: u64, summary: &Summary, evicted: &[Message]) -> Result<()> {
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;

@@ -1,0 +1,98 @@
+/*! Main context: rendering the prompt and accounting for its tokens.
+
+Layout, most stable first, so each step only appends to what the KV cache holds:
+1. system instructions and the tool list (never change),
+2. the working context: core-memory blocks and storage stats, as of the last *refresh*
+   (agent load or queue flush; edits between refreshes reach the model through their function
+   results, so a core-memory edit costs no re-evaluation),
+3. the recursive summary (changes only at a flush),
+4. the FIFO queue of messages (append-only between flushes),
+5. the assistant's turn opener.
+*/
+
+use super::events::to_chat;
+use super::prompts;
+use crate::grammar::{compact_listing, StepFormat};
+use crate::memory::{Block, Message, Summary};
+use crate::runtime::{ChatMessage, ChatModel};
+use crate::tools::ToolSpec;
+use crate::Result;
+use serde::Serialize;
+
+/// The read-only system instructions with the tool list.
+pub fn instructions(name: &str, tools: &[ToolSpec], format: StepFormat) -> String {
+    let fmt = match format {
+        StepFormat::Json => prompts::FORMAT_JSON,
+        StepFormat::Qwen => prompts::FORMAT_QWEN,
+    };
+    prompts::SYSTEM.replace("{name}", name).replace("{format}", fmt).replace("{tools}", &compact_listing(tools))
+}
+
+/// The working context: core-memory blocks and stats.
+pub fn working_context(blocks: &[Block], recall: usize, archival: usize) -> String {
+    let mut s = format!("{}\n", prompts::CORE_HEADER);
+    for b in blocks {
+        s.push_str(&format!("<{} chars={}/{}>\n{}\n</{}>\n", b.label, b.value.chars().count(), b.limit, b.value, b.label));
+    }
+    s.push_str(&format!("Recall memory: {recall} messages. Archival memory: {archival} passages."));
+    s
+}
+
+/// All the parts of main context, ready to render.
+pub struct MainContext<'a> {
+    pub instructions: &'a str,
+    pub working: &'a str,
+    pub summary: &'a Summary,
+    pub queue: &'a [Message],
+}
+
+/// Token counts per section (from the model's own tokenizer).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextReport {
+    pub system: usize,
+    pub working_context: usize,
+    pub summary: usize,
+    pub queue: usize,
+    pub queue_messages: usize,
+    pub total: usize,
+    pub window: usize,
+}
+
+impl MainContext<'_> {
+    /// The chat messages, in order.
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        let mut v = vec![ChatMessage::new("system", format!("{}\n\n{}", self.instructions, self.working))];
+        if !self.summary.text.is_empty() {
+            v.push(ChatMessage::new("user", prompts::summary_message(self.summary.messages_covered, &self.summary.text)));
+        }
+        v.extend(self.queue.iter().map(to_chat));
+        v
+    }
+
+    /// Render with the chat template, opening the assistant's turn; returns the token ids.
+    pub fn tokens(&self, model: &ChatModel) -> Result<Vec<u32>> {
+        Ok(model.chat_prompt(&self.messages(), true)?.1)
+    }
+
+    /// Per-section token counts.
+    pub fn report(&self, model: &ChatModel, window: usize) -> Result<ContextReport> {
+        let count = |s: &str| model.tokenizer.encode(s, true).map(|t| t.len());
+        let total = self.tokens(model)?.len();
+        let system = count(self.instructions)?;
+        let working = count(self.working)?;
+        let summary = if self.summary.text.is_empty() {
+            0
+        } else {
+            count(&prompts::summary_message(self.summary.messages_covered, &self.summary.text))?
+        };
+        Ok(ContextReport {
+            system,
+            working_context: working,
+            summary,
+            queue: total.saturating_sub(system + working + summary),
+            queue_messages: self.queue.len(),
+            total,
+            window,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+/*! Events: every input to the agent is a timestamped message in the FIFO queue.
+
+They are stored with their role ([`MessageRole`]) and rendered for the chat template as JSON
+objects naming their type, as MemGPT does, so the model can tell a user's words from a system
+alert, a function result or a heartbeat.
+*/
+
+use crate::memory::{Message, MessageRole};
+use crate::runtime::ChatMessage;
+use serde_json::json;
+
+fn now_str() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A message from the user.
+pub fn user_message(text: &str) -> Message {
+    Message::new(MessageRole::User, json!({"type": "user_message", "message": text, "time": now_str()}).to_string())
+}
+
+/// The first event of a session.
+pub fn login(last_login: Option<i64>) -> Message {
+    let last = last_login
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "never (first login)".into());
+    Message::new(MessageRole::System, json!({"type": "login", "last_login": last, "time": now_str()}).to_string())
+}
+
+/// A system alert (e.g. memory pressure).
+pub fn system_alert(text: &str) -> Message {
+    Message::new(MessageRole::System, json!({"type": "system_alert", "message": text, "time": now_str()}).to_string())
+}
+
+/// A heartbeat: control returns to the agent without user input.
+pub fn heartbeat(reason: &str) -> Message {
+    Message::new(MessageRole::System, json!({"type": "heartbeat", "reason": reason, "time": now_str()}).to_string())
+}
+
+/// A function's result (`ok == false`: the error text goes back to the model).
+pub fn function_result(function: &str, ok: bool, text: &str) -> Message {
+    let mut m = Message::new(
+        MessageRole::Function,
+        json!({"type": "function_result", "function": function, "status": if ok { "OK" } else { "Failed" }, "message": text, "time": now_str()})
+            .to_string(),
+    );
+    m.name = Some(function.to_string());
+    m
+}
+
+/// How a stored message appears to the chat template.
+pub fn to_chat(m: &Message) -> ChatMessage {
+    let role = match m.role {
+        MessageRole::Assistant => "assistant",
+        _ => "user",
+    };
+    ChatMessage::new(role, m.content.clone())
+}
+
+/// The user-visible text of a user-message event (for listings).
+pub fn user_text(m: &Message) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&m.content).ok()?;
+    (v["type"] == "user_message").then(|| v["message"].as_str().unwrap_or_default().to_string())
+}

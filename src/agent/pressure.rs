@@ -1,0 +1,112 @@
+/*! The queue manager: memory-pressure alert and flush with a recursive summary.
+
+Before each step: if the prompt plus room for one step ([`STEP_RESERVE`]) passes the flush
+threshold (default 100% of the window) the oldest messages are evicted, never splitting a call
+from its result and always keeping the last [`KEEP_LAST`] messages, until about
+`evict_fraction` (default 50%) of the window is freed; the model writes a new summary of the
+old summary plus the evicted messages, and both changes commit in one transaction (the evicted
+messages stay in recall storage, marked out of context). Otherwise, when the prompt passes the
+warning threshold (default 70%), one system alert is queued, once per crossing: the flag resets
+when the prompt falls back under the threshold.
+*/
+
+use super::{prompts, Agent, StepModel, STEP_RESERVE};
+use crate::memory::{Message, MessageRole, Summary};
+use crate::runtime::ChatMessage;
+use crate::{Error, Result};
+use serde_json::json;
+
+/// Messages a flush never evicts.
+pub const KEEP_LAST: usize = 3;
+
+/// Longest summary, in tokens.
+pub const SUMMARY_TOKENS: usize = 200;
+
+fn line(m: &Message) -> String {
+    let text = match (&m.role, &m.function) {
+        (MessageRole::Assistant, Some(f)) => format!("{} -> {}({})", m.content.chars().take(80).collect::<String>(), f.name, f.arguments),
+        _ => {
+            let v: serde_json::Value = serde_json::from_str(&m.content).unwrap_or(json!({"message": m.content}));
+            v["message"].as_str().or(v["reason"].as_str()).unwrap_or(&m.content).to_string()
+        }
+    };
+    let text: String = text.chars().take(400).collect();
+    format!("{}: {text}", m.role.as_str())
+}
+
+impl Agent<'_> {
+    /// Alert or flush as the prompt size requires; returns the number of flushes (0 or 1).
+    pub(super) fn manage_pressure(&mut self, steps: &mut dyn StepModel) -> Result<usize> {
+        let c = &self.record.config;
+        let n = self.prompt_tokens()?.len();
+        let warn_at = (c.warning_threshold * self.window as f32) as usize;
+        let flush_at = (c.flush_threshold * self.window as f32) as usize;
+        let id = self.record.id;
+        if n + STEP_RESERVE > flush_at {
+            self.flush(steps)?;
+            self.store.set_state(id, "pressure_warned", &json!(false))?;
+            return Ok(1);
+        }
+        let warned = self.store.get_state(id, "pressure_warned")?.and_then(|v| v.as_bool()).unwrap_or(false);
+        if n > warn_at && !warned {
+            self.push(super::events::system_alert(prompts::PRESSURE_ALERT))?;
+            self.store.set_state(id, "pressure_warned", &json!(true))?;
+        } else if n <= warn_at && warned {
+            self.store.set_state(id, "pressure_warned", &json!(false))?;
+        }
+        Ok(0)
+    }
+
+    /// Evict the oldest messages into a new recursive summary.
+    pub fn flush(&mut self, steps: &mut dyn StepModel) -> Result<()> {
+        let id = self.record.id;
+        let queue = self.store.context_messages(id)?;
+        let target = (self.record.config.evict_fraction * self.window as f32) as usize;
+        let evictable = queue.len().saturating_sub(KEEP_LAST);
+        let mut cut = 0;
+        let mut freed = 0;
+        while cut < evictable && freed < target {
+            freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
+            cut += 1;
+            // Never split a call from its result, never start the queue with a result.
+            while cut < queue.len() && queue[cut].role == MessageRole::Function {
+                freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
+                cut += 1;
+            }
+        }
+        if cut == 0 {
+            return Err(Error::Invalid(format!(
+                "the context window ({} tokens) is too small: nothing can be evicted (only the last {KEEP_LAST} messages are in the queue); use a larger --context-window",
+                self.window
+            )));
+        }
+        let evicted = &queue[..cut];
+        let old = self.store.summary(id)?;
+        let mut body = String::new();
+        if !old.text.is_empty() {
+            body.push_str(&format!("Previous summary: {}\n\n", old.text));
+        }
+        body.push_str("Conversation:\n");
+        for m in evicted {
+            body.push_str(&line(m));
+            body.push('\n');
+        }
+        // Keep the summarizer's prompt inside the window: drop the oldest lines if needed.
+        let mut prompt;
+        loop {
+            let msgs = [ChatMessage::new("system", prompts::SUMMARIZE), ChatMessage::new("user", body.clone())];
+            prompt = self.model.chat_prompt(&msgs, true)?.1;
+            if prompt.len() + SUMMARY_TOKENS <= self.window || body.len() < 200 {
+                break;
+            }
+            body = body.chars().skip(body.chars().count() / 4).collect();
+        }
+        let mut text = steps.summarize(&prompt, SUMMARY_TOKENS)?.trim().to_string();
+        if text.is_empty() {
+            text = evicted.iter().map(line).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
+        }
+        let summary = Summary { text, updated_at: 0, messages_covered: old.messages_covered + evicted.len() as u64 };
+        self.store.flush_queue(id, &summary, evicted)?;
+        self.refresh_working_context()
+    }
+}
