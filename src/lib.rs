@@ -30,6 +30,9 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod grammar;
+pub mod ingest;
+#[path = "../kernels/cpu/mod.rs"]
+pub mod kernels;
 pub mod memory;
 pub mod runtime;
 pub mod store;

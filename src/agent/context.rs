@@ -32,7 +32,14 @@ pub fn instructions(name: &str, tools: &[ToolSpec], format: StepFormat) -> Strin
 pub fn working_context(blocks: &[Block], recall: usize, archival: usize) -> String {
     let mut s = format!("{}\n", prompts::CORE_HEADER);
     for b in blocks {
-        s.push_str(&format!("<{} chars={}/{}>\n{}\n</{}>\n", b.label, b.value.chars().count(), b.limit, b.value, b.label));
+        s.push_str(&format!(
+            "<{} chars={}/{}>\n{}\n</{}>\n",
+            b.label,
+            b.value.chars().count(),
+            b.limit,
+            b.value,
+            b.label
+        ));
     }
     s.push_str(&format!("Recall memory: {recall} messages. Archival memory: {archival} passages."));
     s
@@ -63,7 +70,10 @@ impl MainContext<'_> {
     pub fn messages(&self) -> Vec<ChatMessage> {
         let mut v = vec![ChatMessage::new("system", format!("{}\n\n{}", self.instructions, self.working))];
         if !self.summary.text.is_empty() {
-            v.push(ChatMessage::new("user", prompts::summary_message(self.summary.messages_covered, &self.summary.text)));
+            v.push(ChatMessage::new(
+                "user",
+                prompts::summary_message(self.summary.messages_covered, &self.summary.text),
+            ));
         }
         v.extend(self.queue.iter().map(to_chat));
         v

@@ -10,7 +10,7 @@ use crate::runtime::ChatMessage;
 use serde_json::json;
 
 fn now_str() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string()
 }
 
 /// A message from the user.

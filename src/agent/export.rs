@@ -82,11 +82,15 @@ pub fn export_agent(store: &MemoryStore, name: &str) -> Result<AgentExport> {
 /// Import an export, as `name` (default: the exported name). Returns the new record.
 pub fn import_agent(store: &MemoryStore, ex: &AgentExport, name: Option<&str>) -> Result<AgentRecord> {
     if ex.format != EXPORT_FORMAT {
-        return Err(Error::Invalid(format!("not a pagemind agent export: format is '{}', expected '{EXPORT_FORMAT}'", ex.format)));
+        return Err(Error::Invalid(format!(
+            "not a pagemind agent export: format is '{}', expected '{EXPORT_FORMAT}'",
+            ex.format
+        )));
     }
     let name = name.unwrap_or(&ex.agent.name);
     let get = |l: &str| ex.blocks.iter().find(|b| b.label == l).map(|b| b.value.as_str()).unwrap_or("");
-    let mut rec = store.create_agent(name, &ex.agent.chat_model, &ex.agent.embedding_model, get("persona"), get("human"))?;
+    let mut rec =
+        store.create_agent(name, &ex.agent.chat_model, &ex.agent.embedding_model, get("persona"), get("human"))?;
     let r = (|| -> Result<AgentRecord> {
         rec.created_at = ex.agent.created_at;
         rec.last_used = ex.agent.last_used;
@@ -95,9 +99,7 @@ pub fn import_agent(store: &MemoryStore, ex: &AgentExport, name: Option<&str>) -
         for b in &ex.blocks {
             store.put_block(rec.id, b)?;
         }
-        for m in &ex.messages {
-            store.append_message(rec.id, m.clone())?;
-        }
+        store.append_messages(rec.id, ex.messages.clone())?;
         let items = ex.passages.iter().map(|p| (p.passage.clone(), p.vector.clone())).collect();
         store.archival_import(rec.id, &rec.embedding_model, items)?;
         store.put_summary(rec.id, &ex.summary)?;

@@ -20,12 +20,12 @@ mod prompts;
 mod tools;
 
 pub use context::{instructions, working_context, ContextReport, MainContext};
-pub use events::{user_text, to_chat};
+pub use events::{to_chat, user_message, user_text};
 pub use export::{export_agent, import_agent, AgentExport, EXPORT_FORMAT};
 
 use crate::embed::Embedder;
 use crate::grammar::{decode_step, StepFormat, StepGrammar, StepStats, ToolCall};
-use crate::memory::{AgentRecord, MemoryStore, Message, MessageRole, FunctionCall, Passage};
+use crate::memory::{AgentRecord, FunctionCall, MemoryStore, Message, MessageRole, Passage};
 use crate::runtime::{ChatModel, Sampler, SamplerConfig, Session};
 use crate::tools::{builtin_tools, ToolSpec};
 use crate::{Error, Result};
@@ -36,7 +36,19 @@ use std::time::Instant;
 pub const RESULT_LIMIT: usize = 3000;
 
 /// Tokens kept free for the next step (its call) when deciding to flush.
-pub const STEP_RESERVE: usize = 384;
+pub const STEP_RESERVE: usize = 256;
+
+/// Repetition penalty of agent steps: small models otherwise repeat one sentence until a
+/// string's length bound (the grammar forces the JSON structure, so only free text is affected).
+pub const AGENT_REPEAT_PENALTY: f32 = 1.15;
+
+/// Default sampling of agent steps: greedy with [`AGENT_REPEAT_PENALTY`] over the last 64 tokens.
+pub fn agent_sampling() -> SamplerConfig {
+    SamplerConfig { repeat_penalty: AGENT_REPEAT_PENALTY, ..SamplerConfig::greedy() }
+}
+
+/// Archival searches allowed per turn: document QA pages through results, but boundedly.
+pub const MAX_SEARCHES: usize = 4;
 
 /// Default context window when neither the agent nor the command sets one.
 pub const DEFAULT_WINDOW: usize = 2048;
@@ -60,13 +72,18 @@ pub struct LlmSteps<'m> {
 
 impl<'m> LlmSteps<'m> {
     /// Grammar over `tools`, a session of `window` tokens, greedy sampling unless `sampling` given.
-    pub fn new(model: &'m ChatModel, tools: &[ToolSpec], window: usize, sampling: Option<SamplerConfig>) -> Result<Self> {
+    pub fn new(
+        model: &'m ChatModel,
+        tools: &[ToolSpec],
+        window: usize,
+        sampling: Option<SamplerConfig>,
+    ) -> Result<Self> {
         let format = model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
         Ok(Self {
             grammar: StepGrammar::new(model, tools, format)?,
             session: Session::new(model, window)?,
             summary_session: None,
-            sampler: Sampler::new(sampling.unwrap_or_else(SamplerConfig::greedy)),
+            sampler: Sampler::new(sampling.unwrap_or_else(agent_sampling)),
         })
     }
 }
@@ -80,8 +97,11 @@ impl StepModel for LlmSteps<'_> {
     fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<String> {
         let model = self.session.model();
         let n_ctx = self.session.n_ctx();
-        let s = self.summary_session.get_or_insert_with(|| Session::new(model, n_ctx).expect("same size as the main session"));
-        let mut sampler = Sampler::new(SamplerConfig::greedy());
+        let s = self
+            .summary_session
+            .get_or_insert_with(|| Session::new(model, n_ctx).expect("same size as the main session"));
+        // Greedy with a repetition penalty: small models otherwise loop on one sentence.
+        let mut sampler = Sampler::new(SamplerConfig { repeat_penalty: 1.3, ..SamplerConfig::greedy() });
         let g = s.generate(prompt, &mut sampler, max_tokens, None, |_| Ok(true))?;
         model.tokenizer.decode(&g.tokens, true)
     }
@@ -159,6 +179,8 @@ pub struct Agent<'a> {
     pub page_size: usize,
     pub result_limit: usize,
     retrieved: Vec<Passage>,
+    /// Archival searches run in the current turn (bounded by [`MAX_SEARCHES`]).
+    searches: usize,
 }
 
 impl<'a> Agent<'a> {
@@ -193,6 +215,7 @@ impl<'a> Agent<'a> {
             page_size: 5,
             result_limit: RESULT_LIMIT,
             retrieved: vec![],
+            searches: 0,
         };
         a.refresh_working_context()?;
         let system = a.model.tokenizer.encode(&format!("{}\n\n{}", a.instructions, a.working), true)?.len();
@@ -214,7 +237,9 @@ impl<'a> Agent<'a> {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
-        let e = self.embedder.ok_or_else(|| Error::Memory("archival memory is unavailable: no embedding model loaded".into()))?;
+        let e = self
+            .embedder
+            .ok_or_else(|| Error::Memory("archival memory is unavailable: no embedding model loaded".into()))?;
         Ok(e.embed(&[text])?.remove(0))
     }
 
@@ -259,8 +284,11 @@ impl<'a> Agent<'a> {
     pub fn run_steps(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
         let mut out = TurnResult::default();
         self.retrieved.clear();
+        self.searches = 0;
         let max = self.record.config.max_steps.max(1);
-        for i in 0..max {
+        let mut retried = false;
+        let mut i = 0;
+        while i < max {
             out.flushes += self.manage_pressure(steps)?;
             let prompt = self.prompt_tokens()?;
             let t0 = Instant::now();
@@ -277,7 +305,17 @@ impl<'a> Agent<'a> {
                 }
                 cancelled |= obs.cancelled();
             });
-            let (call, text, stats) = r?;
+            let (call, text, stats) = match r {
+                Ok(x) => x,
+                // The step outgrew the window: flush and take the step again, once.
+                Err(Error::ContextOverflow { .. }) if !retried => {
+                    retried = true;
+                    self.flush(steps)?;
+                    out.flushes += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if cancelled {
                 return Err(Error::Invalid("generation cancelled".into()));
             }
@@ -337,6 +375,7 @@ impl<'a> Agent<'a> {
                 Some(_) => out.step_limit_hit = true,
                 None => break,
             }
+            i += 1;
         }
         out.retrieved = std::mem::take(&mut self.retrieved);
         Ok(out)

@@ -19,12 +19,19 @@ use serde_json::json;
 /// Messages a flush never evicts.
 pub const KEEP_LAST: usize = 3;
 
-/// Longest summary, in tokens.
+/// Longest summary, in tokens (an eighth of the window when that is smaller).
 pub const SUMMARY_TOKENS: usize = 200;
+
+/// The summary budget for a window of `window` tokens.
+pub fn summary_budget(window: usize) -> usize {
+    SUMMARY_TOKENS.min(window / 8).max(32)
+}
 
 fn line(m: &Message) -> String {
     let text = match (&m.role, &m.function) {
-        (MessageRole::Assistant, Some(f)) => format!("{} -> {}({})", m.content.chars().take(80).collect::<String>(), f.name, f.arguments),
+        (MessageRole::Assistant, Some(f)) => {
+            format!("{} -> {}({})", m.content.chars().take(80).collect::<String>(), f.name, f.arguments)
+        }
         _ => {
             let v: serde_json::Value = serde_json::from_str(&m.content).unwrap_or(json!({"message": m.content}));
             v["message"].as_str().or(v["reason"].as_str()).unwrap_or(&m.content).to_string()
@@ -62,22 +69,25 @@ impl Agent<'_> {
         let id = self.record.id;
         let queue = self.store.context_messages(id)?;
         let target = (self.record.config.evict_fraction * self.window as f32) as usize;
-        let evictable = queue.len().saturating_sub(KEEP_LAST);
+        // Keep the last KEEP_LAST messages when possible; under a tiny window keep only the newest.
+        let keep = if queue.len() > KEEP_LAST { KEEP_LAST } else { 1 };
+        let evictable = queue.len().saturating_sub(keep);
         let mut cut = 0;
         let mut freed = 0;
         while cut < evictable && freed < target {
             freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
             cut += 1;
             // Never split a call from its result, never start the queue with a result.
-            while cut < queue.len() && queue[cut].role == MessageRole::Function {
+            while cut + 1 < queue.len() && queue[cut].role == MessageRole::Function {
                 freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
                 cut += 1;
             }
         }
         if cut == 0 {
             return Err(Error::Invalid(format!(
-                "the context window ({} tokens) is too small: nothing can be evicted (only the last {KEEP_LAST} messages are in the queue); use a larger --context-window",
-                self.window
+                "the context window ({} tokens) is too small: nothing can be evicted (only {} message(s) in the queue); use a larger --context-window",
+                self.window,
+                queue.len()
             )));
         }
         let evicted = &queue[..cut];
@@ -92,16 +102,17 @@ impl Agent<'_> {
             body.push('\n');
         }
         // Keep the summarizer's prompt inside the window: drop the oldest lines if needed.
+        let budget = summary_budget(self.window);
         let mut prompt;
         loop {
             let msgs = [ChatMessage::new("system", prompts::SUMMARIZE), ChatMessage::new("user", body.clone())];
             prompt = self.model.chat_prompt(&msgs, true)?.1;
-            if prompt.len() + SUMMARY_TOKENS <= self.window || body.len() < 200 {
+            if prompt.len() + budget <= self.window || body.len() < 200 {
                 break;
             }
             body = body.chars().skip(body.chars().count() / 4).collect();
         }
-        let mut text = steps.summarize(&prompt, SUMMARY_TOKENS)?.trim().to_string();
+        let mut text = steps.summarize(&prompt, budget)?.trim().to_string();
         if text.is_empty() {
             text = evicted.iter().map(line).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
         }

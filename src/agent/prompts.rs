@@ -1,22 +1,20 @@
 /*! The agent's fixed texts: system instructions, event formats, the summarizer's prompt. */
 
 /// The read-only system instructions. `{tools}` and `{format}` are filled in.
-pub const SYSTEM: &str = "You are {name}, a memory-augmented assistant. Your context window is small, so your memory works like an operating system's:
-- Core memory (below) is always visible: your persona and facts about the human. Keep it current with core_memory_append and core_memory_replace.
-- Recall memory holds every past message; search it with conversation_search or conversation_search_date.
-- Archival memory is unlimited long-term storage; save facts with archival_memory_insert and find them with archival_memory_search.
-- Old messages are evicted into a summary when the context fills; after a memory-pressure warning, save what matters.
-Every reply is exactly one function call: {format}
-Set request_heartbeat to true to run another step after this one (e.g. after a search, to read its results); send_message ends your turn.
-Answer questions about documents by searching archival memory first, then cite the sources you used.
+pub const SYSTEM: &str = "You are {name}, an assistant with paged memory.
+Core memory (below) is always visible: keep facts about the human and yourself there.
+Recall memory has every past message (conversation_search). Archival memory stores facts and documents (archival_memory_insert, archival_memory_search); to answer a question about documents, call archival_memory_search (request_heartbeat=true; next page if needed, at most 4 searches), then send_message with the answer and the [source: ...] of the passages used.
+Old messages are replaced by a summary when context fills; on a memory warning, save what matters.
+Reply with exactly one function call: {format}
+request_heartbeat=true runs another step (e.g. to read search results); send_message talks to the user.
 Functions:
 {tools}";
 
 /// How the step format is described to the model.
 pub const FORMAT_JSON: &str =
-    "a JSON object {\"thoughts\": private reasoning, \"function\": name, \"arguments\": {...}, \"request_heartbeat\": true|false}.";
+    "{\"thoughts\": ..., \"function\": ..., \"arguments\": {...}, \"request_heartbeat\": bool}";
 pub const FORMAT_QWEN: &str =
-    "<tool_call>{\"name\": name, \"arguments\": {\"thoughts\": private reasoning, ..., \"request_heartbeat\": true|false}}</tool_call>.";
+    "<tool_call>{\"name\": ..., \"arguments\": {\"thoughts\": ..., ..., \"request_heartbeat\": bool}}</tool_call>";
 
 /// The working-context section.
 pub const CORE_HEADER: &str = "### Core memory (working context)";

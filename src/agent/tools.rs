@@ -63,7 +63,8 @@ impl Agent<'_> {
                 } else {
                     self.store.core_replace(id, label, arg(a, "old_content"), arg(a, "new_content"))
                 };
-                let result = r.map(|b| format!("Core memory block '{label}' now reads:\n{}", b.value)).map_err(err_text);
+                let result =
+                    r.map(|b| format!("Core memory block '{label}' now reads:\n{}", b.value)).map_err(err_text);
                 let summary = format!("{} {label} -> {}", call.function, if result.is_ok() { "ok" } else { "failed" });
                 Outcome { result, summary }
             }
@@ -80,10 +81,23 @@ impl Agent<'_> {
                     self.store.archival_insert(id, &self.record.embedding_model, p)
                 });
                 let result = r.map(|p| format!("Saved to archival memory as passage {}.", p.id)).map_err(err_text);
-                Outcome { summary: format!("archival_memory_insert -> {}", if result.is_ok() { "saved" } else { "failed" }), result }
+                Outcome {
+                    summary: format!("archival_memory_insert -> {}", if result.is_ok() { "saved" } else { "failed" }),
+                    result,
+                }
             }
             "archival_memory_search" => {
                 let q = arg(a, "query");
+                self.searches += 1;
+                if self.searches > super::MAX_SEARCHES {
+                    return Outcome {
+                        result: Err(format!(
+                            "Search limit ({}) for this turn reached: answer now with send_message, citing the sources you found.",
+                            super::MAX_SEARCHES
+                        )),
+                        summary: format!("archival_memory_search {q:?} -> limit reached"),
+                    };
+                }
                 let r = self.embed(q).and_then(|v| {
                     self.store.archival_search(id, &self.record.embedding_model, &v, page_of(a), size, None)
                 });
@@ -100,7 +114,10 @@ impl Agent<'_> {
                             };
                             format!("{n}. [source: {src}] {}", s.passage.text)
                         });
-                        Outcome { summary: format!("archival_memory_search {q:?} -> {} results", p.total.min(p.items.len())), result: Ok(text) }
+                        Outcome {
+                            summary: format!("archival_memory_search {q:?} -> {} results", p.total.min(p.items.len())),
+                            result: Ok(text),
+                        }
                     }
                     Err(e) => Outcome { summary: "archival_memory_search -> failed".into(), result: Err(err_text(e)) },
                 }
@@ -109,8 +126,13 @@ impl Agent<'_> {
                 let q = arg(a, "query");
                 match self.store.recall_search(id, q, page_of(a), size) {
                     Ok(p) => {
-                        let text = listing(&p, |n, m| format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content));
-                        Outcome { summary: format!("conversation_search {q:?} -> {} results", p.total), result: Ok(text) }
+                        let text = listing(&p, |n, m| {
+                            format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content)
+                        });
+                        Outcome {
+                            summary: format!("conversation_search {q:?} -> {} results", p.total),
+                            result: Ok(text),
+                        }
                     }
                     Err(e) => Outcome { summary: "conversation_search -> failed".into(), result: Err(err_text(e)) },
                 }
@@ -121,17 +143,29 @@ impl Agent<'_> {
                     .and_then(|(s, e)| self.store.recall_by_date(id, Some(s), Some(e), page_of(a), size));
                 match r {
                     Ok(p) => {
-                        let text = listing(&p, |n, m| format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content));
-                        Outcome { summary: format!("conversation_search_date -> {} results", p.total), result: Ok(text) }
+                        let text = listing(&p, |n, m| {
+                            format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content)
+                        });
+                        Outcome {
+                            summary: format!("conversation_search_date -> {} results", p.total),
+                            result: Ok(text),
+                        }
                     }
-                    Err(e) => Outcome { summary: "conversation_search_date -> failed".into(), result: Err(err_text(e)) },
+                    Err(e) => {
+                        Outcome { summary: "conversation_search_date -> failed".into(), result: Err(err_text(e)) }
+                    }
                 }
             }
             "pause_heartbeats" => {
                 let m = a["minutes"].as_u64().unwrap_or(0);
-                Outcome { result: Ok(format!("Timed heartbeats paused for {m} minutes.")), summary: format!("pause_heartbeats {m}") }
+                Outcome {
+                    result: Ok(format!("Timed heartbeats paused for {m} minutes.")),
+                    summary: format!("pause_heartbeats {m}"),
+                }
             }
-            other => Outcome { result: Err(format!("unknown function '{other}'")), summary: format!("{other} -> unknown") },
+            other => {
+                Outcome { result: Err(format!("unknown function '{other}'")), summary: format!("{other} -> unknown") }
+            }
         }
     }
 }

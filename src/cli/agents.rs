@@ -29,6 +29,15 @@ pub enum AgentsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the whole agent (config, core memory, messages, summary, passages) as JSON to stdout.
+    Export { name: String },
+    /// Import an agent from an export file.
+    Import {
+        file: std::path::PathBuf,
+        /// Import under this name instead of the exported one.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Delete an agent and all its memory.
     Delete {
         name: String,
@@ -87,6 +96,19 @@ pub fn run(g: &Global, cmd: AgentsCmd) -> Result<()> {
                     store.passage_count(a.id)?
                 );
             }
+        }
+        AgentsCmd::Export { name } => {
+            let ex = pagemind::agent::export_agent(&store, &name)?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, &ex)?;
+            writeln!(out)?;
+        }
+        AgentsCmd::Import { file, name } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let ex: pagemind::agent::AgentExport = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a pagemind agent export", file.display()))?;
+            let rec = pagemind::agent::import_agent(&store, &ex, name.as_deref())?;
+            println!("imported agent '{}' ({} messages, {} passages)", rec.name, ex.messages.len(), ex.passages.len());
         }
         AgentsCmd::Delete { name, yes } => {
             let a = store.agent(&name)?;

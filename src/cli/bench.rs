@@ -1,12 +1,36 @@
-/*! `pagemind bench decode|embed`: the reference engines' protocols, JSON on stdout. */
+/*! `pagemind bench decode|embed`: the reference engines' protocols, JSON on stdout.
+
+With `--reference SCRIPT` the reference engine's script (`llama_cpp_speed.py`,
+`st_embed_speed.py` from the project's shared benchmark folder) runs in the same invocation,
+interleaved with ours repetition by repetition, and a last JSON line gives the ratios of the
+medians (ours / reference; > 1 means pagemind is faster) and both peak RSS figures.
+*/
 
 use super::generate::load_chat;
 use super::Global;
-use anyhow::Result;
-use clap::Subcommand;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
 use pagemind::bench::{self, DecodeReport};
-use serde_json::json;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct RefArgs {
+    /// Reference script to run in the same invocation (e.g. shared/bench/llama_cpp_speed.py).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Python interpreter for the reference script.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Repetitions; the figures are medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// JSON output (always on; accepted for scripts).
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -19,19 +43,15 @@ pub enum BenchCmd {
         prompt_tokens: usize,
         #[arg(long, default_value_t = 64)]
         gen_tokens: usize,
-        /// Repetitions; the figures are medians.
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-        /// JSON output (always on; accepted for scripts).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        r: RefArgs,
     },
     /// Embedding throughput (protocol of shared/bench/st_embed_speed.py).
     Embed {
         #[arg(long)]
         model: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        r: RefArgs,
     },
 }
 
@@ -44,48 +64,130 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Peak RSS (MB) of the largest child waited for so far.
+fn children_peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) == 0 {
+            return u.ru_maxrss as f64 / 1024.0;
+        }
+    }
+    0.0
+}
+
+/// Run the reference script once; its one JSON line.
+fn reference(r: &RefArgs, script: &PathBuf, args: &[String]) -> Result<Value> {
+    let out = Command::new(&r.python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running the reference {} with {}", script.display(), r.python))?;
+    if !out.status.success() {
+        bail!(
+            "the reference {} failed: {} (is its engine installed for {}?)",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default(),
+            r.python
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("the reference printed no JSON line: {text}"))
+}
+
+fn ratio_line(ours: &[(&str, f64)], theirs: &[Vec<f64>], ref_engine: &str, our_rss: f64) -> Value {
+    let mut v = json!({"comparison": format!("pagemind / {ref_engine}"), "peak_rss_mb": round2(our_rss),
+                       "reference_peak_rss_mb": round2(children_peak_rss_mb())});
+    for ((k, mine), t) in ours.iter().zip(theirs) {
+        let m = median(t.clone());
+        v[format!("reference_{k}")] = json!(round2(m));
+        v[format!("{k}_ratio")] = json!(((mine / m) * 1000.0).round() / 1000.0);
+    }
+    v
+}
+
 pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Decode { model, prompt_tokens, gen_tokens, repeat, .. } => {
+        BenchCmd::Decode { model, prompt_tokens, gen_tokens, r } => {
             let m = load_chat(g, model.as_deref())?;
             let (mut pre, mut dec) = (vec![], vec![]);
-            for _ in 0..repeat.max(1) {
+            let (mut rpre, mut rdec) = (vec![], vec![]);
+            let path = m.path.display().to_string();
+            let args = vec![
+                path,
+                "--prompt-tokens".into(),
+                prompt_tokens.to_string(),
+                "--gen-tokens".into(),
+                gen_tokens.to_string(),
+                "--threads".into(),
+                threads(g).to_string(),
+            ];
+            for _ in 0..r.repeat.max(1) {
                 let (p, d) = bench::decode(&m, prompt_tokens, gen_tokens)?;
                 pre.push(p);
                 dec.push(d);
+                if let Some(s) = &r.reference {
+                    let v = reference(&r, s, &args)?;
+                    rpre.push(v["prefill_tok_s"].as_f64().unwrap_or(f64::NAN));
+                    rdec.push(v["decode_tok_s"].as_f64().unwrap_or(f64::NAN));
+                }
             }
-            let r = DecodeReport {
+            let rep = DecodeReport {
                 engine: "pagemind",
                 model: m.spec.as_ref().map(|s| s.id.clone()).unwrap_or_else(|| model.clone().unwrap_or_default()),
                 device: pagemind::device::device_name(m.weights.device()),
                 threads: threads(g),
                 prompt_tokens,
                 gen_tokens,
-                prefill_tok_s: (median(pre) * 100.0).round() / 100.0,
-                decode_tok_s: (median(dec) * 100.0).round() / 100.0,
-                peak_rss_mb: (bench::peak_rss_mb() * 10.0).round() / 10.0,
+                prefill_tok_s: round2(median(pre.clone())),
+                decode_tok_s: round2(median(dec.clone())),
+                peak_rss_mb: round2(bench::peak_rss_mb()),
             };
-            println!("{}", serde_json::to_string(&r)?);
+            println!("{}", serde_json::to_string(&rep)?);
+            if r.reference.is_some() {
+                let ours = [("prefill_tok_s", rep.prefill_tok_s), ("decode_tok_s", rep.decode_tok_s)];
+                let mut v = ratio_line(&ours, &[rpre, rdec], "llama.cpp", rep.peak_rss_mb);
+                v["repeat"] = json!(r.repeat.max(1));
+                println!("{v}");
+            }
         }
-        BenchCmd::Embed { model, .. } => {
+        BenchCmd::Embed { model, r } => {
             let e = super::embed::load_embedder(g, model.as_deref())?;
             let passages = bench::embed_passages(512, 120);
             let refs: Vec<&str> = passages.iter().map(|s| s.as_str()).collect();
-            e.embed(&refs[..32])?; // warm-up batch
-            let t = Instant::now();
-            e.embed(&refs)?;
-            let dt = t.elapsed().as_secs_f64();
             let mut ntok = 0;
             for p in &refs {
                 ntok += e.token_ids(p)?.len();
             }
+            e.embed(&refs[..32])?; // warm-up batch
+            let (mut ours, mut theirs) = (vec![], vec![]);
+            let args = vec!["--threads".to_string(), threads(g).to_string()];
+            for _ in 0..r.repeat.max(1) {
+                let t = Instant::now();
+                e.embed(&refs)?;
+                ours.push(ntok as f64 / t.elapsed().as_secs_f64());
+                if let Some(s) = &r.reference {
+                    theirs.push(reference(&r, s, &args)?["tokens_s"].as_f64().unwrap_or(f64::NAN));
+                }
+            }
+            let tps = median(ours);
+            let rss = bench::peak_rss_mb();
             println!(
                 "{}",
                 json!({"engine": "pagemind", "threads": threads(g), "passages": refs.len(), "tokens": ntok,
-                       "passages_s": (refs.len() as f64 / dt * 100.0).round() / 100.0,
-                       "tokens_s": (ntok as f64 / dt * 10.0).round() / 10.0,
-                       "peak_rss_mb": (bench::peak_rss_mb() * 10.0).round() / 10.0})
+                       "passages_s": round2(tps * refs.len() as f64 / ntok as f64),
+                       "tokens_s": (tps * 10.0).round() / 10.0, "peak_rss_mb": round2(rss)})
             );
+            if r.reference.is_some() {
+                let mut v = ratio_line(&[("tokens_s", tps)], &[theirs], "sentence-transformers", rss);
+                v["repeat"] = json!(r.repeat.max(1));
+                println!("{v}");
+            }
         }
     }
     Ok(())

@@ -89,13 +89,19 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Prints the agent's messages as they stream and memory operations on dim lines.
 struct Terminal {
     streamed: String,
+    /// ANSI styling (stdout is a terminal).
     dim: bool,
+    name: String,
 }
 
 impl Observer for Terminal {
     fn message_delta(&mut self, text: &str) {
         if self.streamed.is_empty() {
-            print!("\x1b[1m{}\x1b[0m ", "sam>");
+            if self.dim {
+                print!("\x1b[1m{}>\x1b[0m ", self.name);
+            } else {
+                print!("{}> ", self.name);
+            }
         }
         self.streamed.push_str(text);
         print!("{text}");
@@ -142,7 +148,7 @@ fn report_limit(r: &TurnResult, max: usize) {
 pub fn ask(g: &Global, a: AskArgs) -> Result<()> {
     let l = load(g, &a.chat)?;
     let mut agent = Agent::open(&l.store, &l.model, Some(&l.embedder), &a.chat.agent, a.chat.context_window)?;
-    let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.chat.sampling.config()))?;
+    let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.chat.sampling.agent_config()))?;
     let r = if a.json {
         agent.turn(&mut steps, &a.message, &mut JsonLines)?
     } else {
@@ -192,14 +198,18 @@ const HELP: &str = "/memory  core memory, summary and stats
 pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
     let l = load(g, &a)?;
     let mut agent = Agent::open(&l.store, &l.model, Some(&l.embedder), &a.agent, a.context_window)?;
-    let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.sampling.config()))?;
+    let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.sampling.agent_config()))?;
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     agent.login()?;
-    let mut term = Terminal { streamed: String::new(), dim: true };
+    let dim = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut term = Terminal { streamed: String::new(), dim, name: a.agent.clone() };
     let mut rl = rustyline::DefaultEditor::new()?;
     let history = g.store().home().join("chat_history.txt");
     let _ = rl.load_history(&history);
-    eprintln!("pagemind chat with '{}' ({}; window {} tokens). /help for commands.", agent.record.name, agent.record.chat_model, agent.window);
+    eprintln!(
+        "pagemind chat with '{}' ({}; window {} tokens). /help for commands.",
+        agent.record.name, agent.record.chat_model, agent.window
+    );
     loop {
         let line = match rl.readline("you> ") {
             Ok(l) => l,
@@ -261,7 +271,13 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
             let r = agent.context_report()?;
             println!(
                 "system {} + working context {} + summary {} + queue {} ({} messages) = {} of {} tokens ({:.0}%)",
-                r.system, r.working_context, r.summary, r.queue, r.queue_messages, r.total, r.window,
+                r.system,
+                r.working_context,
+                r.summary,
+                r.queue,
+                r.queue_messages,
+                r.total,
+                r.window,
                 100.0 * r.total as f64 / r.window as f64
             );
         }
@@ -298,15 +314,25 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 })
                 .cloned()
                 .context("no earlier step to change")?;
-            let mut v: serde_json::Value = serde_json::from_str(m.content.trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim())?;
+            let mut v: serde_json::Value = serde_json::from_str(
+                m.content.trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim(),
+            )?;
             let f = m.function.as_mut().context("not a function call")?;
             if name == "rethink" {
-                if v.get("thoughts").is_some() { v["thoughts"] = rest.into() } else { v["arguments"]["thoughts"] = rest.into() }
+                if v.get("thoughts").is_some() {
+                    v["thoughts"] = rest.into()
+                } else {
+                    v["arguments"]["thoughts"] = rest.into()
+                }
             } else {
                 v["arguments"]["message"] = rest.into();
                 f.arguments["message"] = rest.into();
             }
-            m.content = if m.content.starts_with("<tool_call>") { format!("<tool_call>\n{v}\n</tool_call>") } else { v.to_string() };
+            m.content = if m.content.starts_with("<tool_call>") {
+                format!("<tool_call>\n{v}\n</tool_call>")
+            } else {
+                v.to_string()
+            };
             store.update_messages(id, &[m])?;
             println!("{name} done");
         }

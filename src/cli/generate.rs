@@ -36,19 +36,29 @@ pub struct SamplingArgs {
     pub top_k: usize,
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Repetition penalty [default: 1.0 for `generate`, 1.15 for agent steps]
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
 
 impl SamplingArgs {
     pub fn config(&self) -> SamplerConfig {
+        self.config_with(1.0)
+    }
+
+    /// The configuration for agent steps.
+    pub fn agent_config(&self) -> SamplerConfig {
+        self.config_with(pagemind::agent::AGENT_REPEAT_PENALTY)
+    }
+
+    fn config_with(&self, default_penalty: f32) -> SamplerConfig {
         SamplerConfig {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
-            repeat_penalty: self.repeat_penalty,
+            repeat_penalty: self.repeat_penalty.unwrap_or(default_penalty),
             repeat_last_n: 64,
             seed: self.seed,
         }

@@ -6,6 +6,7 @@ mod chat;
 mod debug;
 mod embed;
 mod generate;
+mod load;
 mod memory;
 mod models;
 
@@ -79,6 +80,11 @@ pub enum Command {
     /// Recall storage: search messages by text and date.
     #[command(subcommand)]
     Recall(memory::RecallCmd),
+    /// Load files and folders into an agent's archival storage (document QA).
+    Load(load::LoadArgs),
+    /// Files loaded into an agent: list or remove.
+    #[command(subcommand)]
+    Sources(load::SourcesCmd),
     /// Debugging and test tools.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCmd),
@@ -111,6 +117,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Memory(c) => memory::memory(g, c)?,
         Command::Archival(c) => memory::archival(g, c)?,
         Command::Recall(c) => memory::recall(g, c)?,
+        Command::Load(a) => load::run_load(g, a)?,
+        Command::Sources(c) => load::sources(g, c)?,
     }
     Ok(ExitCode::SUCCESS)
 }

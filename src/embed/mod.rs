@@ -19,6 +19,8 @@ pub const BATCH: usize = 32;
 pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation or padding, for chunking.
+    plain: Tokenizer,
     device: Device,
     /// Output dimension.
     pub dim: usize,
@@ -34,6 +36,9 @@ impl Embedder {
             serde_json::from_str(&cfg_text).map_err(|e| Error::file(config, format!("not a BERT config: {e}")))?;
         let mut tk = Tokenizer::from_file(tokenizer)
             .map_err(|e| Error::file(tokenizer, format!("not a tokenizer.json: {e}")))?;
+        let mut plain = tk.clone();
+        plain.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        plain.with_padding(None);
         tk.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tk.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
@@ -46,13 +51,19 @@ impl Embedder {
             .map_err(|e| Error::file(weights, format!("not a valid safetensors file: {e}")))?;
         let model =
             BertModel::load(vb, &cfg).map_err(|e| Error::file(weights, format!("cannot load BERT weights: {e}")))?;
-        Ok(Self { model, tokenizer: tk, device: device.clone(), dim: cfg.hidden_size, max_len })
+        Ok(Self { model, tokenizer: tk, plain, device: device.clone(), dim: cfg.hidden_size, max_len })
     }
 
     /// Token ids of `text` as the model sees it (special tokens, truncation).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Byte ranges of the tokens of `text` (no special tokens, no truncation): what chunking counts.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        let enc = self.plain.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_offsets().to_vec())
     }
 
     /// Embed `texts` (any number; batched internally). Each vector has unit length.

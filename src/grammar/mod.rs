@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use toktrie::TokEnv;
 
 /// Longest `thoughts` string, in characters.
-pub const MAX_THOUGHTS: usize = 240;
+pub const MAX_THOUGHTS: usize = 160;
 
 /// How a step is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

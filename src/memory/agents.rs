@@ -133,6 +133,8 @@ impl MemoryStore {
             b.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
             let mut s = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
             s.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
+            let mut src = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
+            src.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         self.drop_index(id);

@@ -31,6 +31,33 @@ pub struct NewPassage {
     pub vector: Vec<f32>,
 }
 
+impl NewPassage {
+    /// The stored passage (id and time assigned on insert) and its vector.
+    pub(crate) fn into_row(self) -> (Passage, Vec<f32>) {
+        let p = Passage {
+            id: 0,
+            text: self.text,
+            source: self.source,
+            span: self.span,
+            created_at: 0,
+            metadata: self.metadata,
+        };
+        (p, self.vector)
+    }
+}
+
+/// The largest passage id with a vector for `agent` (0 if none), for the index coverage record.
+pub(crate) fn last_vector_id(store: &MemoryStore, vt: &redb::Table<(u64, u64), &[u8]>, agent: u64) -> Result<u64> {
+    Ok(vt
+        .range((agent, 0)..=(agent, u64::MAX))
+        .map_err(|e| store.err(e))?
+        .next_back()
+        .transpose()
+        .map_err(|e| store.err(e))?
+        .map(|(k, _)| k.value().1)
+        .unwrap_or(0))
+}
+
 impl MemoryStore {
     /// Insert one passage (durable on return) and index it.
     pub fn archival_insert(&self, agent: u64, model: &str, p: NewPassage) -> Result<Passage> {
@@ -39,19 +66,30 @@ impl MemoryStore {
 
     /// Insert passages in one transaction, then index them.
     pub fn archival_insert_many(&self, agent: u64, model: &str, items: Vec<NewPassage>) -> Result<Vec<Passage>> {
-        let items = items
-            .into_iter()
-            .map(|it| {
-                let p = Passage { id: 0, text: it.text, source: it.source, span: it.span, created_at: 0, metadata: it.metadata };
-                (p, it.vector)
-            })
-            .collect();
+        let items = items.into_iter().map(NewPassage::into_row).collect();
         self.archival_import(agent, model, items)
     }
 
     /// Insert passages as given (a `created_at` of 0 means now; ids are assigned), one transaction.
     pub fn archival_import(&self, agent: u64, model: &str, items: Vec<(Passage, Vec<f32>)>) -> Result<Vec<Passage>> {
-        let Some(dim) = items.first().map(|p| p.1.len()) else { return Ok(vec![]) };
+        self.archival_import_with(agent, model, items, |_| Ok(()))
+    }
+
+    /// [`Self::archival_import`], running `also` inside the same write transaction (e.g. to record
+    /// a source's progress atomically with its passages).
+    pub(crate) fn archival_import_with(
+        &self,
+        agent: u64,
+        model: &str,
+        items: Vec<(Passage, Vec<f32>)>,
+        also: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<Vec<Passage>> {
+        let Some(dim) = items.first().map(|p| p.1.len()) else {
+            let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+            also(&tx)?;
+            tx.commit().map_err(|e| self.err(e))?;
+            return Ok(vec![]);
+        };
         for (p, v) in &items {
             check_text("passage", &p.text)?;
             if v.len() != dim || dim == 0 {
@@ -75,6 +113,7 @@ impl MemoryStore {
                 out.push(p);
             }
         }
+        also(&tx)?;
         // Open (or rebuild) the index before committing, so that it reflects the state before
         // these passages; then add them once committed.
         self.with_index(agent, model, dim, |_| Ok(()))?;
@@ -100,14 +139,7 @@ impl MemoryStore {
                 return Err(Error::Memory(format!("there is no archival passage with id {id}")));
             }
             dim = vt.remove((agent, id)).map_err(|e| self.err(e))?.map(|v| v.value().len() / 4).unwrap_or(0);
-            last_id = vt
-                .range((agent, 0)..=(agent, u64::MAX))
-                .map_err(|e| self.err(e))?
-                .next_back()
-                .transpose()
-                .map_err(|e| self.err(e))?
-                .map(|(k, _)| k.value().1)
-                .unwrap_or(0);
+            last_id = last_vector_id(self, &vt, agent)?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         if dim > 0 {

@@ -11,6 +11,8 @@ the stored vectors when missing, stale or unreadable ([`ArchivalIndex`]).
   (case-insensitive text, newest first), [`MemoryStore::recall_by_date`] (inclusive UTC dates).
 - archival: [`MemoryStore::archival_insert`], [`MemoryStore::archival_search`],
   [`MemoryStore::archival_delete`].
+- loaded documents: [`Source`] records committed atomically with their passages
+  ([`MemoryStore::source_append`]), removed with [`MemoryStore::source_remove`].
 
 ```no_run
 use pagemind::memory::{MemoryStore, Message, MessageRole};
@@ -29,6 +31,7 @@ mod archival;
 mod index;
 mod recall;
 mod records;
+mod sources;
 mod tables;
 
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
@@ -38,6 +41,7 @@ pub use recall::parse_date;
 pub use records::{
     now_ms, AgentConfig, AgentRecord, Block, FunctionCall, Message, MessageRole, Page, Passage, Summary,
 };
+pub use sources::Source;
 pub use tables::SCHEMA_VERSION;
 
 use crate::{Error, Result};
@@ -112,6 +116,7 @@ impl MemoryStore {
             tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
             tx.open_table(VECTORS).map_err(|e| self.err(e))?;
             tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
+            tx.open_table(SOURCES).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }

@@ -21,20 +21,32 @@ pub fn parse_date(s: &str) -> Result<NaiveDate> {
 
 impl MemoryStore {
     /// Append a message; it is committed (fsync'd) before this returns. Sets id and time.
-    pub fn append_message(&self, agent: u64, mut msg: Message) -> Result<Message> {
-        check_text("message", &msg.content)?;
+    pub fn append_message(&self, agent: u64, msg: Message) -> Result<Message> {
+        Ok(self.append_messages(agent, vec![msg])?.remove(0))
+    }
+
+    /// Append messages in order in one transaction (durable on return). Sets ids, and times
+    /// where they are 0.
+    pub fn append_messages(&self, agent: u64, msgs: Vec<Message>) -> Result<Vec<Message>> {
+        for m in &msgs {
+            check_text("message", &m.content)?;
+        }
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(msgs.len());
         {
-            msg.id = self.next_id(&tx, "next_message_id")?;
-            if msg.created_at == 0 {
-                msg.created_at = now_ms();
-            }
             let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(&msg).map_err(|e| self.err(e))?;
-            t.insert((agent, msg.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+            for mut msg in msgs {
+                msg.id = self.next_id(&tx, "next_message_id")?;
+                if msg.created_at == 0 {
+                    msg.created_at = now_ms();
+                }
+                let bytes = serde_json::to_vec(&msg).map_err(|e| self.err(e))?;
+                t.insert((agent, msg.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                out.push(msg);
+            }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(msg)
+        Ok(out)
     }
 
     /// Rewrite stored messages (same ids), e.g. to mark them out of context; one transaction.

@@ -25,3 +25,5 @@ pub const PASSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("p
 pub const VECTORS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("passage_vectors");
 /// (agent id, key) -> JSON: per-agent state for other modules (e.g. loaded sources).
 pub const AGENT_STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("agent_state");
+/// (agent id, source path) -> [`super::Source`] JSON: a file loaded into archival storage.
+pub const SOURCES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sources");

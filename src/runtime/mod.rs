@@ -8,6 +8,7 @@
 
 mod gguf;
 mod kv_cache;
+pub mod linear;
 mod model;
 mod sampler;
 mod session;
@@ -37,6 +38,8 @@ pub struct ChatModel {
     pub stop_tokens: Vec<u32>,
     /// The catalog entry, when loaded by id.
     pub spec: Option<ModelSpec>,
+    /// The GGUF file it was loaded from.
+    pub path: std::path::PathBuf,
 }
 
 impl ChatModel {
@@ -60,7 +63,14 @@ impl ChatModel {
             }
         }
         let weights = Transformer::load(&mut g, device)?;
-        Ok(Self { weights, tokenizer: Arc::new(tokenizer), template, stop_tokens, spec: spec.cloned() })
+        Ok(Self {
+            weights,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            stop_tokens,
+            spec: spec.cloned(),
+            path: path.to_path_buf(),
+        })
     }
 
     /// A shared handle to the tokenizer.

@@ -2,15 +2,16 @@
 
 We own it (rather than use candle-transformers' quantized models) so that the KV cache is ours:
 preallocated, truncatable for prefix reuse ([`super::KvCache`]). Matrix products go through
-candle's `QMatMul` on the quantized weights; grouped-query attention runs without copying keys
+[`Linear`]: pagemind's kernels for Q4_1, candle's `QMatMul` otherwise; grouped-query attention runs without copying keys
 and values per query head (queries of one KV group are stacked as rows of one matmul).
 */
 
 use super::gguf::Gguf;
 use super::kv_cache::KvCache;
+use super::linear::Linear;
 use crate::{Error, Result};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Architecture-dependent details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,17 +72,17 @@ impl Config {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 /// Loaded weights of a decoder-only transformer.
@@ -90,7 +91,7 @@ pub struct Transformer {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -128,14 +129,14 @@ impl Transformer {
         let embed = embed_q.dequantize(device)?;
         let norm = get("output_norm.weight")?.dequantize(device)?;
         let output = match get("output.weight") {
-            Ok(w) => QMatMul::from_qtensor(w)?,
-            Err(_) => QMatMul::from_qtensor(embed_q)?,
+            Ok(w) => Linear::new(w, device)?,
+            Err(_) => Linear::new(embed_q, device)?,
         };
         let qkv_bias = config.arch == Arch::Qwen2;
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
-            let mut q = |s: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(get(&format!("{p}.{s}.weight"))?)?) };
+            let mut q = |s: &str| -> Result<Linear> { Linear::new(get(&format!("{p}.{s}.weight"))?, device) };
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
             let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"))?.dequantize(device)?) };
@@ -192,7 +193,7 @@ impl Transformer {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?;
-            let proj = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            let proj = |w: &Linear, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
                 let mut y = w.forward(&h)?;
                 if let Some(b) = b {
                     y = y.broadcast_add(b)?;

@@ -101,9 +101,9 @@ impl ToolSpec {
 }
 
 /// Bounds that keep every step finite.
-pub const MAX_MESSAGE: usize = 1000;
-pub const MAX_CONTENT: usize = 1000;
-pub const MAX_QUERY: usize = 200;
+pub const MAX_MESSAGE: usize = 600;
+pub const MAX_CONTENT: usize = 600;
+pub const MAX_QUERY: usize = 120;
 
 fn s(name: &'static str, max_len: usize, description: &'static str) -> Param {
     Param { name, ty: ParamType::String { max_len }, description }

@@ -6,7 +6,10 @@
 
 mod util;
 
+mod agent;
+mod agent_llm;
 mod cli_errors;
 mod embed;
+mod ingest;
 mod memory;
 mod runtime;

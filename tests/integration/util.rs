@@ -103,3 +103,23 @@ pub fn assert_clean_error(out: &Output, needle: &str) -> String {
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
     err
 }
+
+/// A fresh store root whose `models/` is the default store's (so CLI runs find the models).
+pub fn home_with_models() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let models = default_home().join("models");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&models, d.path().join("models")).unwrap();
+    #[cfg(not(unix))]
+    panic!("tests that run the CLI on real models need a Unix symlink to {}", models.display());
+    d
+}
+
+/// Run, assert success, return stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,20 @@
+/*! pagemind's CPU compute kernels (the top-level `kernels/` folder, compiled into the crate as
+`pagemind::kernels`).
+
+- [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
+- [`matmul`]: Q4_1 matrix products over rayon's pool, used by the runtime for Q4_1 weights
+  (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
+
+Every SIMD kernel has a scalar reference and tests comparing the two on random blocks and edge
+values. Types candle already vectorizes (Q4_K, Q6_K, Q8_0) stay on candle's kernels.
+*/
+
+pub mod matmul;
+pub mod q4_1;
+
+/// Whether this x86-64 CPU has AVX2 and FMA (cached by std).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}

@@ -1,0 +1,201 @@
+//! The agent on the real default model: every step is a valid call, and `pagemind chat` works
+//! end to end (memory across sessions, tiny context windows, a kill mid-turn).
+
+use crate::util::*;
+use pagemind::agent::{instructions, user_message, working_context, LlmSteps, MainContext, StepModel};
+use pagemind::grammar::StepFormat;
+use pagemind::memory::{Block, MemoryStore, Summary};
+use pagemind::tools::builtin_tools;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::Stdio;
+
+/// Varied user messages: greetings, facts to remember, questions about the past and documents,
+/// dates, quotes and escapes, non-Latin scripts, emoji, long rambles.
+fn messages(n: usize, seed: u64) -> Vec<String> {
+    let mut r = StdRng::seed_from_u64(seed);
+    let names = ["Ada", "Bo", "Chiara", "Dmitri", "Eun-ji", "Fatima", "Gustavo", "Hiroshi"];
+    let things = ["mangoes", "chess", "the violin", "hiking", "Rust", "jazz", "sourdough", "tea"];
+    let templates: [&dyn Fn(&mut StdRng) -> String; 12] = [
+        &|r| format!("Hi! I'm {}.", names[r.random_range(0..names.len())]),
+        &|r| format!("Please remember that I love {}.", things[r.random_range(0..things.len())]),
+        &|r| format!("What did I tell you about {} last week?", things[r.random_range(0..things.len())]),
+        &|r| format!("What did we talk about on 2026-{:02}-{:02}?", r.random_range(1..13), r.random_range(1..29)),
+        &|r| format!("Search your archive for notes on {}.", things[r.random_range(0..things.len())]),
+        &|_| "He said \"don't\" and left \\ nothing {braces} [brackets] 'quotes'.".to_string(),
+        &|_| "Привет! 你好! مرحبا! 🙂🚀 How are you?".to_string(),
+        &|r| {
+            format!(
+                "My phone number is {}; my birthday is {}-03-14.",
+                r.random_range(1_000_000..9_999_999),
+                r.random_range(1950..2010)
+            )
+        },
+        &|_| "Forget it.".to_string(),
+        &|r| {
+            let words: Vec<&str> =
+                (0..r.random_range(30..80)).map(|_| things[r.random_range(0..things.len())]).collect();
+            format!("Long story: {}.", words.join(" and "))
+        },
+        &|_| "?".to_string(),
+        &|r| format!("Change my name in your memory to {}.", names[r.random_range(0..names.len())]),
+    ];
+    (0..n).map(|i| templates[(i + r.random_range(0..templates.len())) % templates.len()](&mut r)).collect()
+}
+
+#[test]
+fn a_hundred_varied_user_messages_each_give_a_valid_call() {
+    let model = smollm();
+    let blocks = vec![
+        Block { label: "persona".into(), value: "I am Sam.".into(), limit: 2000, updated_at: 0 },
+        Block { label: "human".into(), value: "Nothing is known yet.".into(), limit: 2000, updated_at: 0 },
+    ];
+    let labels: Vec<String> = blocks.iter().map(|b| b.label.clone()).collect();
+    let tools = builtin_tools(&labels);
+    let format = StepFormat::Json;
+    let inst = instructions("Sam", &tools, format);
+    let working = working_context(&blocks, 12, 3);
+    let mut steps = LlmSteps::new(model, &tools, 2048, None).unwrap();
+    let summary = Summary::default();
+    let mut valid = 0;
+    let n: usize = std::env::var("PAGEMIND_TEST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    for (i, text) in messages(n, 7).iter().enumerate() {
+        let queue = [user_message(text)];
+        let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue }
+            .tokens(model)
+            .unwrap();
+        let (call, raw, st) = steps.step(&prompt, &mut |_| {}).unwrap_or_else(|e| panic!("message {i} {text:?}: {e}"));
+        if std::env::var("PAGEMIND_TEST_TRACE").is_ok() {
+            eprintln!(
+                "{i}: {} tokens ({} forced, {} evaluated) in {:?}: {raw}",
+                st.tokens, st.forced, st.prompt_evaluated, st.total_time
+            );
+        }
+        let spec = tools.iter().find(|t| t.name == call.function);
+        let spec = spec.unwrap_or_else(|| panic!("message {i}: unknown function {:?} in {raw}", call.function));
+        spec.validate(&call.arguments).unwrap_or_else(|e| panic!("message {i}: {e} in {raw}"));
+        let parsed: serde_json::Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+        assert_eq!(parsed["function"], call.function.as_str());
+        valid += 1;
+    }
+    assert_eq!(valid, n);
+}
+
+fn chat(home: &Path, agent: &str, window: Option<&str>, input: &str) -> (String, String) {
+    let mut cmd = pagemind(Some(home));
+    cmd.args(["chat", "--agent", agent]);
+    if let Some(w) = window {
+        cmd.args(["--context-window", w]);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "chat failed: {e}\n{o}");
+    assert!(!e.contains("panicked"), "{e}");
+    (o, e)
+}
+
+fn user_texts(s: &MemoryStore, agent: &str) -> Vec<String> {
+    let a = s.agent(agent).unwrap();
+    s.messages(a.id).unwrap().iter().filter_map(pagemind::agent::user_text).collect()
+}
+
+#[test]
+fn chat_creates_the_agent_and_remembers_across_sessions() {
+    let home = home_with_models();
+    let (out, _) = chat(home.path(), "e2e", None, "My name is Ada and I love mangoes.\n/exit\n");
+    assert!(out.contains("e2e> "), "no reply shown: {out}");
+    let (ctx1, blocks1) = {
+        let s = MemoryStore::open(home.path()).unwrap();
+        let a = s.agent("e2e").unwrap();
+        (s.context_messages(a.id).unwrap(), s.blocks(a.id).unwrap())
+    };
+    assert!(ctx1.len() >= 4, "login, user message, call, result: {ctx1:?}");
+
+    let (_, _) = chat(home.path(), "e2e", None, "What fruit do I love?\n/exit\n");
+    let s = MemoryStore::open(home.path()).unwrap();
+    let a = s.agent("e2e").unwrap();
+    assert_eq!(user_texts(&s, "e2e"), vec!["My name is Ada and I love mangoes.", "What fruit do I love?"]);
+    // The second session resumed the same queue (nothing was evicted at this size)...
+    let ctx2 = s.context_messages(a.id).unwrap();
+    assert_eq!(&ctx2[..ctx1.len()], &ctx1[..]);
+    // ...and its login event names the first session's login time.
+    let logins: Vec<_> = ctx2.iter().filter(|m| m.content.contains("\"login\"")).collect();
+    assert_eq!(logins.len(), 2);
+    assert!(!logins[1].content.contains("never"), "{}", logins[1].content);
+    // Core memory persisted (the same blocks, or the agent's own later edits of them).
+    let blocks2 = s.blocks(a.id).unwrap();
+    assert_eq!(
+        blocks1.iter().map(|b| &b.label).collect::<Vec<_>>(),
+        blocks2.iter().map(|b| &b.label).collect::<Vec<_>>()
+    );
+}
+
+fn tiny_window_run(n: usize) {
+    let home = home_with_models();
+    let msgs: Vec<String> = (1..=n).map(|i| format!("Note {i}: today's code word is word{i}.")).collect();
+    let (_, err) = chat(home.path(), "tiny", Some("1024"), &(msgs.join("\n") + "\n/exit\n"));
+    assert!(!err.contains("error"), "{err}");
+    let s = MemoryStore::open(home.path()).unwrap();
+    let a = s.agent("tiny").unwrap();
+    assert_eq!(user_texts(&s, "tiny"), msgs, "every user message is in recall storage");
+    let summary = s.summary(a.id).unwrap();
+    assert!(!summary.text.is_empty() && summary.messages_covered > 0, "no summary: {summary:?}");
+    let total = s.message_count(a.id).unwrap();
+    let in_ctx = s.context_messages(a.id).unwrap().len();
+    assert!(in_ctx < total, "evicted messages stay in recall ({in_ctx} in context of {total})");
+}
+
+#[test]
+fn a_tiny_context_window_flushes_into_summaries_and_keeps_every_message() {
+    tiny_window_run(10);
+}
+
+/// The full-length run (40 messages, ~12 minutes on 2 cores): `cargo test -- --ignored`.
+#[test]
+#[ignore]
+fn a_tiny_context_window_survives_forty_messages() {
+    tiny_window_run(40);
+}
+
+#[test]
+fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
+    let home = home_with_models();
+    let mut child = pagemind(Some(home.path()))
+        .args(["chat", "--agent", "kill"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "Remember that my locker number is 4417.").unwrap();
+    let shown = loop {
+        let l = lines.next().expect("chat ended before replying").unwrap();
+        if let Some(text) = l.split_once("kill> ").map(|x| x.1.to_string()) {
+            break text;
+        }
+    };
+    writeln!(stdin, "And my bike is blue.").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap(); // SIGKILL during the second turn
+    child.wait().unwrap();
+
+    let s = MemoryStore::open(home.path()).unwrap();
+    let a = s.agent("kill").unwrap();
+    let users = user_texts(&s, "kill");
+    assert_eq!(users[0], "Remember that my locker number is 4417.");
+    let sent: Vec<String> = s
+        .messages(a.id)
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.function.as_ref())
+        .filter(|f| f.name == "send_message")
+        .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(sent.iter().any(|m| m.trim() == shown.trim()), "shown {shown:?} not stored: {sent:?}");
+}
