@@ -1,17 +1,41 @@
 /*! Matrix products on Q4_1 weights: `out[t][r] = sum_k w[r][k] * x[t][k]`.
 
-Activations are quantized to Q8_1 once per token; then output rows are split across rayon's pool
-(candle's own CPU work uses the same pool, so threads are never oversubscribed) and each worker
-walks its rows, reusing one weight row, which stays in L1, against every token. A batch of one
+Activations are quantized to Q8_1 once per token; then output rows are split across candle's CPU
+worker pool (`candle_core::utils::barrier_pool`, the one candle's own quantized matmuls use, so
+threads are never oversubscribed) and each worker walks its rows, reusing one weight row, which
+stays in L1, against every token. A batch of one
 (decode) is a matrix-vector product; prefill batches reuse each weight row across the batch.
 */
 
-use super::q4_1::{quantize_q8_1, vec_dot, BlockQ4_1, BlockQ8_1, QK};
+use super::q4_1::{quantize_q8_1, vec_dot, vec_dot2, BlockQ4_1, BlockQ8_1, QK};
 use half::f16;
-use rayon::prelude::*;
 
-/// Below this many block products, one thread is faster than waking the pool.
-const PARALLEL_MIN_BLOCKS: usize = 4096;
+/// Below this many block products, the calling thread does the work alone.
+const PARALLEL_MIN_BLOCKS: usize = 2048;
+
+/// A pointer that worker threads write disjoint ranges through.
+#[derive(Clone, Copy)]
+struct Out<T>(*mut T);
+// SAFETY: every worker writes only the indices of its own rows (see the callers).
+unsafe impl<T> Sync for Out<T> {}
+unsafe impl<T> Send for Out<T> {}
+impl<T> Out<T> {
+    /// A method, so closures capture the `Sync` wrapper rather than the raw pointer field.
+    fn at(self, i: usize) -> *mut T {
+        // SAFETY: callers pass in-bounds indices of the allocation the pointer came from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// Run `f` over `0..n` split across candle's CPU worker pool (the pool candle's own quantized
+/// matmuls use, so pagemind never adds threads of its own), or inline when `work` is small.
+fn parallel(n: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if work < PARALLEL_MIN_BLOCKS || n < 2 {
+        f(0..n);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(n, f);
+    }
+}
 
 /// `x` is `[tokens, cols]` row-major, `w` is `[rows, cols / 32]` blocks; returns `[tokens, rows]`.
 pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
@@ -20,34 +44,41 @@ pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<
     let tokens = x.len() / cols;
     let nb = cols / QK;
     let mut xq = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; QK] }; tokens * nb];
-    if tokens * nb >= PARALLEL_MIN_BLOCKS {
-        xq.par_chunks_mut(nb).zip(x.par_chunks(cols)).for_each(|(q, xs)| quantize_q8_1(xs, q));
-    } else {
-        xq.chunks_mut(nb).zip(x.chunks(cols)).for_each(|(q, xs)| quantize_q8_1(xs, q));
-    }
-    // Computed transposed ([rows, tokens]) so each worker owns a contiguous output range.
-    let mut out_t = vec![0f32; rows * tokens];
-    let row = |(r, o): (usize, &mut [f32])| {
-        let wr = &w[r * nb..(r + 1) * nb];
-        for (t, v) in o.iter_mut().enumerate() {
-            *v = vec_dot(wr, &xq[t * nb..(t + 1) * nb]);
+    let xq_out = Out(xq.as_mut_ptr());
+    parallel(tokens, tokens * nb, |range| {
+        for t in range {
+            // SAFETY: token t's blocks are written by this worker only; xq outlives the call.
+            let q = unsafe { std::slice::from_raw_parts_mut(xq_out.at(t * nb), nb) };
+            quantize_q8_1(&x[t * cols..(t + 1) * cols], q);
         }
-    };
-    if rows * tokens * nb >= PARALLEL_MIN_BLOCKS {
-        let per = (rows / (rayon::current_num_threads() * 4)).max(1);
-        out_t.par_chunks_mut(tokens).enumerate().with_min_len(per).for_each(row);
-    } else {
-        out_t.chunks_mut(tokens).enumerate().for_each(row);
-    }
-    if tokens == 1 {
-        return out_t;
-    }
+    });
     let mut out = vec![0f32; rows * tokens];
-    for r in 0..rows {
-        for t in 0..tokens {
-            out[t * rows + r] = out_t[r * tokens + t];
+    let o = Out(out.as_mut_ptr());
+    let xq = &xq;
+    // Each worker takes a range of weight rows; a row (a few hundred bytes) stays in L1 while it
+    // meets every token of the batch.
+    // Rows are handled in pairs so each activation block is loaded once for two rows.
+    let pairs = rows.div_ceil(2);
+    parallel(pairs, rows * tokens * nb, |range| {
+        for p in range {
+            let r = 2 * p;
+            let w0 = &w[r * nb..(r + 1) * nb];
+            for t in 0..tokens {
+                let y = &xq[t * nb..(t + 1) * nb];
+                if r + 1 < rows {
+                    let (v0, v1) = vec_dot2(w0, &w[(r + 1) * nb..(r + 2) * nb], y);
+                    // SAFETY: rows r and r+1 are written only by the worker owning pair p.
+                    unsafe {
+                        *o.at(t * rows + r) = v0;
+                        *o.at(t * rows + r + 1) = v1;
+                    }
+                } else {
+                    // SAFETY: as above; the last, unpaired row.
+                    unsafe { *o.at(t * rows + r) = vec_dot(w0, y) };
+                }
+            }
         }
-    }
+    });
     out
 }
 
@@ -79,7 +110,7 @@ mod tests {
             s ^= s << 17;
             s
         };
-        for (rows, cols, tokens) in [(3, 32, 1), (192, 576, 1), (64, 1536, 5), (576, 576, 40)] {
+        for (rows, cols, tokens) in [(3, 32, 1), (192, 576, 1), (65, 1536, 5), (576, 576, 40), (7, 64, 3)] {
             let w: Vec<BlockQ4_1> = (0..rows * cols / QK)
                 .map(|_| BlockQ4_1 {
                     d: f16::from_f32((rnd() % 1000) as f32 / 1e4),

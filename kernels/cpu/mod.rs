@@ -2,7 +2,7 @@
 `pagemind::kernels`).
 
 - [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
-- [`matmul`]: Q4_1 matrix products over rayon's pool, used by the runtime for Q4_1 weights
+- [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
 
 Every SIMD kernel has a scalar reference and tests comparing the two on random blocks and edge

@@ -92,6 +92,20 @@ pub fn vec_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     vec_dot_scalar(x, y)
 }
 
+/// Dot products of two weight rows with the same activations: one pass over `y`.
+#[inline]
+pub fn vec_dot2(x0: &[BlockQ4_1], x1: &[BlockQ4_1], y: &[BlockQ8_1]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::has_avx2_fma() {
+            assert!(x0.len() == y.len() && x1.len() == y.len(), "vec_dot2: block counts differ");
+            // SAFETY: the CPU supports AVX2 and FMA (checked); lengths are equal.
+            return unsafe { avx2::vec_dot2(x0, x1, y) };
+        }
+    }
+    (vec_dot_scalar(x0, y), vec_dot_scalar(x1, y))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BlockQ4_1, BlockQ8_1};
@@ -114,10 +128,38 @@ mod avx2 {
             let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(bx, by), ones);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(da * db), _mm256_cvtepi32_ps(dot), acc);
         }
+        hsum(acc) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(acc: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s) + summs
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn vec_dot2(x0: &[BlockQ4_1], x1: &[BlockQ4_1], y: &[BlockQ8_1]) -> (f32, f32) {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut summs0, mut summs1) = (0f32, 0f32);
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        for ((a0, a1), b) in x0.iter().zip(x1).zip(y) {
+            let (db, sb) = (b.d.to_f32(), b.s.to_f32());
+            let by = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+            summs0 += a0.m.to_f32() * sb;
+            summs1 += a1.m.to_f32() * sb;
+            let t0 = _mm_loadu_si128(a0.qs.as_ptr() as *const __m128i);
+            let t1 = _mm_loadu_si128(a1.qs.as_ptr() as *const __m128i);
+            let bx0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t0, 4), t0), low);
+            let bx1 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t1, 4), t1), low);
+            let d0 = _mm256_madd_epi16(_mm256_maddubs_epi16(bx0, by), ones);
+            let d1 = _mm256_madd_epi16(_mm256_maddubs_epi16(bx1, by), ones);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0.d.to_f32() * db), _mm256_cvtepi32_ps(d0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(a1.d.to_f32() * db), _mm256_cvtepi32_ps(d1), acc1);
+        }
+        (hsum(acc0) + summs0, hsum(acc1) + summs1)
     }
 }
 
@@ -161,6 +203,19 @@ mod tests {
             let y = q8(&x);
             let (a, b) = (vec_dot(&w, &y), vec_dot_scalar(&w, &y));
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "n={n}: simd {a} vs scalar {b}");
+        }
+    }
+
+    #[test]
+    fn two_row_simd_matches_the_scalar_reference() {
+        let mut r = Lcg(3);
+        for n in [1, 5, 18, 48] {
+            let (w0, w1) = (random_q4_1(n, &mut r), random_q4_1(n, &mut r));
+            let x: Vec<f32> = (0..n * QK).map(|_| r.f()).collect();
+            let y = q8(&x);
+            let (a, b) = vec_dot2(&w0, &w1, &y);
+            let (ra, rb) = (vec_dot_scalar(&w0, &y), vec_dot_scalar(&w1, &y));
+            assert!((a - ra).abs() <= 1e-4 * (1.0 + ra.abs()) && (b - rb).abs() <= 1e-4 * (1.0 + rb.abs()));
         }
     }
 

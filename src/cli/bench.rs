@@ -68,21 +68,33 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Peak RSS (MB) of the largest child waited for so far.
-fn children_peak_rss_mb() -> f64 {
-    // SAFETY: getrusage only writes the struct we pass.
-    unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) == 0 {
-            return u.ru_maxrss as f64 / 1024.0;
-        }
-    }
-    0.0
+/// Runs the reference script as `__main__`, then prints its own peak RSS (`VmHWM`, which belongs
+/// to the process image after exec; `getrusage` would count the forked copy of pagemind).
+const PY_WRAPPER: &str = r#"
+import runpy, sys
+script = sys.argv[1]; sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    print("PAGEMIND_REFERENCE_PEAK_RSS_KB", hwm[0] if hwm else 0, file=sys.stderr)
+"#;
+
+/// The reference's peak RSS (MB) from the wrapper's stderr line.
+fn peak_from_stderr(stderr: &str) -> f64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("PAGEMIND_REFERENCE_PEAK_RSS_KB "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 /// Run the reference script once; its one JSON line.
 fn reference(r: &RefArgs, script: &PathBuf, args: &[String]) -> Result<Value> {
     let out = Command::new(&r.python)
+        .arg("-c")
+        .arg(PY_WRAPPER)
         .arg(script)
         .args(args)
         .output()
@@ -97,12 +109,15 @@ fn reference(r: &RefArgs, script: &PathBuf, args: &[String]) -> Result<Value> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("the reference printed no JSON line: {text}"))
+    let mut v: Value =
+        serde_json::from_str(line).with_context(|| format!("the reference printed no JSON line: {text}"))?;
+    v["peak_rss_mb"] = json!(peak_from_stderr(&String::from_utf8_lossy(&out.stderr)));
+    Ok(v)
 }
 
-fn ratio_line(ours: &[(&str, f64)], theirs: &[Vec<f64>], ref_engine: &str, our_rss: f64) -> Value {
+fn ratio_line(ours: &[(&str, f64)], theirs: &[Vec<f64>], ref_engine: &str, our_rss: f64, ref_rss: f64) -> Value {
     let mut v = json!({"comparison": format!("pagemind / {ref_engine}"), "peak_rss_mb": round2(our_rss),
-                       "reference_peak_rss_mb": round2(children_peak_rss_mb())});
+                       "reference_peak_rss_mb": round2(ref_rss)});
     for ((k, mine), t) in ours.iter().zip(theirs) {
         let m = median(t.clone());
         v[format!("reference_{k}")] = json!(round2(m));
@@ -117,6 +132,7 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
             let m = load_chat(g, model.as_deref())?;
             let (mut pre, mut dec) = (vec![], vec![]);
             let (mut rpre, mut rdec) = (vec![], vec![]);
+            let mut ref_rss = 0f64;
             let path = m.path.display().to_string();
             let args = vec![
                 path,
@@ -135,6 +151,7 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
                     let v = reference(&r, s, &args)?;
                     rpre.push(v["prefill_tok_s"].as_f64().unwrap_or(f64::NAN));
                     rdec.push(v["decode_tok_s"].as_f64().unwrap_or(f64::NAN));
+                    ref_rss = ref_rss.max(v["peak_rss_mb"].as_f64().unwrap_or(0.0));
                 }
             }
             let rep = DecodeReport {
@@ -151,7 +168,7 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
             println!("{}", serde_json::to_string(&rep)?);
             if r.reference.is_some() {
                 let ours = [("prefill_tok_s", rep.prefill_tok_s), ("decode_tok_s", rep.decode_tok_s)];
-                let mut v = ratio_line(&ours, &[rpre, rdec], "llama.cpp", rep.peak_rss_mb);
+                let mut v = ratio_line(&ours, &[rpre, rdec], "llama.cpp", rep.peak_rss_mb, ref_rss);
                 v["repeat"] = json!(r.repeat.max(1));
                 println!("{v}");
             }
@@ -166,13 +183,16 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
             }
             e.embed(&refs[..32])?; // warm-up batch
             let (mut ours, mut theirs) = (vec![], vec![]);
+            let mut ref_rss = 0f64;
             let args = vec!["--threads".to_string(), threads(g).to_string()];
             for _ in 0..r.repeat.max(1) {
                 let t = Instant::now();
                 e.embed(&refs)?;
                 ours.push(ntok as f64 / t.elapsed().as_secs_f64());
                 if let Some(s) = &r.reference {
-                    theirs.push(reference(&r, s, &args)?["tokens_s"].as_f64().unwrap_or(f64::NAN));
+                    let v = reference(&r, s, &args)?;
+                    theirs.push(v["tokens_s"].as_f64().unwrap_or(f64::NAN));
+                    ref_rss = ref_rss.max(v["peak_rss_mb"].as_f64().unwrap_or(0.0));
                 }
             }
             let tps = median(ours);
@@ -184,7 +204,7 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
                        "tokens_s": (tps * 10.0).round() / 10.0, "peak_rss_mb": round2(rss)})
             );
             if r.reference.is_some() {
-                let mut v = ratio_line(&[("tokens_s", tps)], &[theirs], "sentence-transformers", rss);
+                let mut v = ratio_line(&[("tokens_s", tps)], &[theirs], "sentence-transformers", rss, ref_rss);
                 v["repeat"] = json!(r.repeat.max(1));
                 println!("{v}");
             }

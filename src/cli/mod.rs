@@ -95,14 +95,21 @@ pub enum Command {
 
 /// Parse arguments and run the command.
 pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
-    if let Some(n) = cli.global.threads {
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
-        // candle's CPU kernels size their pools from this; set before any pool starts.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    let mut cli = Cli::parse();
+    // candle's CPU pools size themselves from RAYON_NUM_THREADS, and without it candle re-reads
+    // /proc/cpuinfo on every matmul; set it once, before any pool starts: --threads, else an
+    // existing value, else candle's default (physical cores).
+    let n = match cli.global.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(candle_core::utils::get_num_threads),
+    };
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    cli.global.threads = Some(n);
     let g = &cli.global;
     match cli.command {
         Command::Models(c) => models::run(g, c)?,

@@ -6,6 +6,7 @@ preallocated, truncatable for prefix reuse ([`super::KvCache`]). Matrix products
 and values per query head (queries of one KV group are stacked as rows of one matmul).
 */
 
+use super::embedding::Embedding;
 use super::gguf::Gguf;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
@@ -88,7 +89,7 @@ struct Layer {
 /// Loaded weights of a decoder-only transformer.
 pub struct Transformer {
     pub config: Config,
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     norm: Tensor,
     output: Linear,
@@ -126,7 +127,7 @@ impl Transformer {
                 .map_err(|e| Error::Gguf { path: path.clone(), msg: format!("tensor {name}: {e}") })
         };
         let embed_q = get("token_embd.weight")?;
-        let embed = embed_q.dequantize(device)?;
+        let embed = Embedding::new(&embed_q, device)?;
         let norm = get("output_norm.weight")?.dequantize(device)?;
         let output = match get("output.weight") {
             Ok(w) => Linear::new(w, device)?,
@@ -184,8 +185,7 @@ impl Transformer {
             return Err(Error::ContextOverflow { tokens: pos + t, context: cache.max_len().min(c.context_length) });
         }
         cache.reserve(t)?;
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mut x = self.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let mask = if t > 1 { Some(causal_mask(t, pos, c.n_head / c.n_head_kv, &self.device)?) } else { None };

@@ -133,10 +133,13 @@ fn prefix_reuse_gives_the_same_logits_as_a_fresh_evaluation() {
     let fresh = Session::new(m, 512).unwrap().eval(&diverged).unwrap();
     assert!(max_diff(&after_truncation, &fresh) < 1e-3, "diverged: {}", max_diff(&after_truncation, &fresh));
 
-    // The same prompt again re-evaluates only its last token.
+    // The same prompt again re-evaluates only its last token. A one-token batch takes other
+    // summation orders in attention than a long one, and the int8 activation quantization of
+    // every layer can round differently, so this is held to the llama.cpp oracle's tolerance.
     let again = s.eval(&diverged).unwrap();
     assert_eq!(s.last.evaluated, 1);
-    assert!(max_diff(&again, &fresh) < 1e-3);
+    assert!(max_diff(&again, &fresh) < LOGIT_TOL, "again: {}", max_diff(&again, &fresh));
+    assert_eq!(argmax(&again), argmax(&fresh));
 }
 
 #[test]
