@@ -7,10 +7,10 @@
 mod common;
 
 use common::*;
-use pagemind::agent::{instructions, user_message, working_context, MainContext};
+use pagemind::agent::{agent_sampling, instructions, user_message, working_context, MainContext};
 use pagemind::grammar::{decode_step, StepFormat, StepGrammar};
 use pagemind::memory::{Block, Summary};
-use pagemind::runtime::{ChatModel, Sampler, SamplerConfig, Session};
+use pagemind::runtime::{ChatModel, Sampler, Session};
 use pagemind::store::{default_home, ModelStore};
 use pagemind::tools::builtin_tools;
 use serde_json::json;
@@ -41,7 +41,7 @@ fn bench_model(id: &str, quick: bool) -> Option<serde_json::Value> {
     let inst = instructions("Sam", &tools, format);
     let working = working_context(&blocks, 0, 0);
     let mut session = Session::new(&model, 4096).unwrap();
-    let mut sampler = Sampler::new(SamplerConfig::greedy());
+    let mut sampler = Sampler::new(agent_sampling());
     let summary = Summary::default();
     let (mut masks, mut tokens, mut forced, mut steps) = (vec![], 0usize, 0usize, 0usize);
     let mut decode_ms_per_token = vec![];

@@ -1,4 +1,5 @@
-//! The memory tiers: durable append latency, archival HNSW at 100k x 384-d (insert throughput,
+//! The memory tiers: durable append latency, archival HNSW at 100k x 384-d (synthetic vectors of
+//! low intrinsic dimension, see `vectors`) (insert throughput,
 //! search p50/p99, recall@10 against exact search, rebuild time), and recall text search over
 //! 100k messages. Prints one JSON object. `cargo bench --bench memory [-- --quick]`.
 
@@ -17,13 +18,23 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-/// Clustered unit vectors (like sentence embeddings: topics plus noise).
-fn vectors(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
-    let centers: Vec<Vec<f32>> = (0..256).map(|_| normalize((0..DIM).map(|_| rng.f()).collect())).collect();
+/// Unit vectors with low intrinsic dimension, like sentence embeddings: 32 latent factors
+/// projected to 384 dimensions by one fixed random matrix (`seed` picks the points, not the
+/// projection), plus a little isotropic noise.
+fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    const LATENT: usize = 32;
+    let mut p = Rng(0x2545F4914F6CDD1D);
+    let proj: Vec<f32> = (0..DIM * LATENT).map(|_| p.f()).collect();
+    let mut rng = Rng(seed);
     (0..n)
         .map(|_| {
-            let c = &centers[(rng.next_u64() % centers.len() as u64) as usize];
-            normalize(c.iter().map(|x| x + 0.08 * rng.f()).collect())
+            let z: Vec<f32> = (0..LATENT).map(|_| rng.f()).collect();
+            let v = (0..DIM)
+                .map(|d| {
+                    proj[d * LATENT..(d + 1) * LATENT].iter().zip(&z).map(|(a, b)| a * b).sum::<f32>() + 0.05 * rng.f()
+                })
+                .collect();
+            normalize(v)
         })
         .collect()
 }
@@ -35,7 +46,6 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::open(dir.path()).unwrap();
     let agent = store.create_agent("bench", "chat", "emb", "p", "h").unwrap();
-    let mut rng = Rng(0x9E3779B97F4A7C15);
 
     // 1. Durable append latency, one message per transaction.
     let mut lat: Vec<f64> = (0..500)
@@ -49,7 +59,7 @@ fn main() {
     let (append_p50, append_p99) = p50_p99(&mut lat);
 
     // 2. Archival: insert throughput in batches of 1000.
-    let vecs = vectors(n_passages, &mut rng);
+    let vecs = vectors(n_passages, 0x9E3779B97F4A7C15);
     let t = Instant::now();
     let mut ids = Vec::with_capacity(n_passages);
     for (b, chunk) in vecs.chunks(1000).enumerate() {
@@ -70,7 +80,7 @@ fn main() {
     let insert_s = t.elapsed().as_secs_f64();
 
     // Search latency and recall@10 against exact (brute-force) search over the same vectors.
-    let queries: Vec<Vec<f32>> = vectors(200, &mut Rng(7)).into_iter().collect();
+    let queries = vectors(200, 7);
     let mut search_us = vec![];
     let mut hits = 0usize;
     for q in &queries {

@@ -195,7 +195,6 @@ impl MemoryStore {
         filter: Option<&str>,
     ) -> Result<Page<ScoredPassage>> {
         let size = size.max(1);
-        let total = self.passage_count(agent)?;
         if let Some(f) = filter {
             let f = f.to_lowercase();
             let mut hits = vec![];
@@ -206,8 +205,11 @@ impl MemoryStore {
             hits.sort_by(|a, b| b.score.total_cmp(&a.score));
             return Ok(Page::of(hits, page, size));
         }
-        let k = ((page + 1) * size).min(total);
-        let ids = self.with_index(agent, model, query.len(), |idx| idx.search(query, k))?;
+        // The index covers exactly the stored passages (checked on open), so its size is the total.
+        let (total, ids) = self.with_index(agent, model, query.len(), |idx| {
+            let total = idx.len();
+            Ok((total, idx.search(query, ((page + 1) * size).min(total))?))
+        })?;
         let mut items = vec![];
         for (id, score) in ids.into_iter().skip(page * size) {
             if let Some(p) = self.passage(agent, id)? {

@@ -20,6 +20,9 @@ pub const CONNECTIVITY: usize = 16;
 pub const EXPANSION_ADD: usize = 128;
 pub const EXPANSION_SEARCH: usize = 128;
 
+/// Vectors read from redb per parallel insertion round during a rebuild.
+const REBUILD_BATCH: usize = 8192;
+
 /// What an index file covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Coverage {
@@ -47,7 +50,7 @@ fn new_index(dim: usize, path: &Path) -> Result<Index> {
     let opts = IndexOptions {
         dimensions: dim,
         metric: MetricKind::Cos,
-        quantization: ScalarKind::F32,
+        quantization: ScalarKind::F16,
         connectivity: CONNECTIVITY,
         expansion_add: EXPANSION_ADD,
         expansion_search: EXPANSION_SEARCH,
@@ -76,13 +79,38 @@ impl ArchivalIndex {
             return Ok(Self { index: idx, path, cover: truth, dirty: false, rebuilt: false });
         }
         let mut s = Self { index: new_index(dim, &path)?, path, cover: truth.clone(), dirty: true, rebuilt: true };
-        s.index.reserve(truth.count.max(1024)).map_err(|e| idx_err(&s.path, e))?;
+        // Rebuild on every core: usearch's add is thread-safe given one context per thread.
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        s.index.reserve_capacity_and_threads(truth.count.max(1024), threads).map_err(|e| idx_err(&s.path, e))?;
         let bar = if store.progress && truth.count > 1000 {
             let b = indicatif::ProgressBar::new(truth.count as u64);
             b.set_message("rebuilding archival index");
             b
         } else {
             indicatif::ProgressBar::hidden()
+        };
+        let mut batch: Vec<(u64, Vec<f32>)> = Vec::with_capacity(REBUILD_BATCH);
+        let add_all = |s: &Self, batch: &mut Vec<(u64, Vec<f32>)>| -> Result<()> {
+            let per = batch.len().div_ceil(threads).max(1);
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = batch
+                    .chunks(per)
+                    .map(|part| {
+                        sc.spawn(move || -> Result<()> {
+                            for (id, v) in part {
+                                s.index.add(*id, v).map_err(|e| idx_err(&s.path, e))?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .try_for_each(|h| h.join().unwrap_or_else(|_| Err(idx_err(&s.path, "index worker panicked"))))
+            })?;
+            bar.inc(batch.len() as u64);
+            batch.clear();
+            Ok(())
         };
         store.for_each_vector(agent, |id, v| {
             if v.len() != dim {
@@ -94,10 +122,13 @@ impl ArchivalIndex {
                     ),
                 });
             }
-            s.index.add(id, &v).map_err(|e| idx_err(&s.path, e))?;
-            bar.inc(1);
+            batch.push((id, v));
+            if batch.len() == REBUILD_BATCH {
+                add_all(&s, &mut batch)?;
+            }
             Ok(())
         })?;
+        add_all(&s, &mut batch)?;
         bar.finish_and_clear();
         s.save()?;
         Ok(s)
