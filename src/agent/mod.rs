@@ -58,6 +58,17 @@ pub const DEFAULT_WINDOW: usize = 2048;
 pub trait StepModel {
     /// Decode one call for `prompt` (token ids of the rendered main context).
     fn step(&mut self, prompt: &[u32], on_token: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)>;
+    /// One step that may call only the tool `only` (document QA's first search). Models that
+    /// cannot restrict themselves (scripted stand-ins) take a normal step.
+    fn step_only(
+        &mut self,
+        prompt: &[u32],
+        only: &str,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<(ToolCall, String, StepStats)> {
+        let _ = only;
+        self.step(prompt, on_token)
+    }
     /// Free text for a summary request (no grammar).
     fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<String>;
 }
@@ -65,6 +76,10 @@ pub trait StepModel {
 /// The model-backed [`StepModel`].
 pub struct LlmSteps<'m> {
     pub grammar: StepGrammar,
+    /// Grammars allowing one tool each, built on first use.
+    only: std::collections::HashMap<String, StepGrammar>,
+    tools: Vec<ToolSpec>,
+    format: StepFormat,
     pub session: Session<'m>,
     summary_session: Option<Session<'m>>,
     pub sampler: Sampler,
@@ -81,6 +96,9 @@ impl<'m> LlmSteps<'m> {
         let format = model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
         Ok(Self {
             grammar: StepGrammar::new(model, tools, format)?,
+            only: Default::default(),
+            tools: tools.to_vec(),
+            format,
             session: Session::new(model, window)?,
             summary_session: None,
             sampler: Sampler::new(sampling.unwrap_or_else(agent_sampling)),
@@ -91,6 +109,29 @@ impl<'m> LlmSteps<'m> {
 impl StepModel for LlmSteps<'_> {
     fn step(&mut self, prompt: &[u32], on_token: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)> {
         let s = decode_step(&self.grammar, &mut self.session, prompt, &mut self.sampler, on_token)?;
+        Ok((s.call, s.text, s.stats))
+    }
+
+    fn step_only(
+        &mut self,
+        prompt: &[u32],
+        only: &str,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<(ToolCall, String, StepStats)> {
+        if !self.only.contains_key(only) {
+            // The restricted step is the first of its kind in a turn: paging starts at 0.
+            let mut tools: Vec<ToolSpec> = self.tools.iter().filter(|t| t.name == only).cloned().collect();
+            for p in tools.iter_mut().flat_map(|t| t.params.iter_mut()).filter(|p| p.name == "page") {
+                p.ty = crate::tools::ParamType::Integer { min: 0, max: 0 };
+            }
+            if tools.is_empty() {
+                return self.step(prompt, on_token);
+            }
+            let g = StepGrammar::new(self.session.model(), &tools, self.format)?;
+            self.only.insert(only.to_string(), g);
+        }
+        let g = &self.only[only];
+        let s = decode_step(g, &mut self.session, prompt, &mut self.sampler, on_token)?;
         Ok((s.call, s.text, s.stats))
     }
 
@@ -280,6 +321,10 @@ impl<'a> Agent<'a> {
         self.run_steps(steps, obs)
     }
 
+    fn has_passages(&self) -> Result<bool> {
+        Ok(self.store.passage_count(self.record.id)? > 0)
+    }
+
     /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`).
     pub fn run_steps(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
         let mut out = TurnResult::default();
@@ -287,6 +332,7 @@ impl<'a> Agent<'a> {
         self.searches = 0;
         let max = self.record.config.max_steps.max(1);
         let mut retried = false;
+        let mut answer_forced = false;
         let mut i = 0;
         while i < max {
             out.flushes += self.manage_pressure(steps)?;
@@ -296,7 +342,18 @@ impl<'a> Agent<'a> {
             let mut cancelled = false;
             let tokenizer = self.model.tokenizer.clone();
             let mut ids = vec![];
-            let r = steps.step(&prompt, &mut |t| {
+            // Document QA: an agent with loaded documents searches them before anything else, and
+            // a turn that would end without an answer gets one more step that must answer.
+            let doc_mode = self.record.config.search_first && self.has_passages()?;
+            let search_first = i == 0 && doc_mode;
+            let only = if search_first {
+                Some("archival_memory_search")
+            } else if answer_forced {
+                Some("send_message")
+            } else {
+                None
+            };
+            let mut on_token = |t| {
                 ids.push(t);
                 if let Ok(text) = tokenizer.decode(&ids, false) {
                     if let Some(d) = stream.delta(&text) {
@@ -304,8 +361,12 @@ impl<'a> Agent<'a> {
                     }
                 }
                 cancelled |= obs.cancelled();
-            });
-            let (call, text, stats) = match r {
+            };
+            let r = match only {
+                Some(tool) => steps.step_only(&prompt, tool, &mut on_token),
+                None => steps.step(&prompt, &mut on_token),
+            };
+            let (mut call, text, stats) = match r {
                 Ok(x) => x,
                 // The step outgrew the window: flush and take the step again, once.
                 Err(Error::ContextOverflow { .. }) if !retried => {
@@ -318,6 +379,9 @@ impl<'a> Agent<'a> {
             };
             if cancelled {
                 return Err(Error::Invalid("generation cancelled".into()));
+            }
+            if search_first {
+                call.request_heartbeat = true; // the answer comes in the next step
             }
             let mut m = Message::new(MessageRole::Assistant, text);
             m.function = Some(FunctionCall {
@@ -373,6 +437,10 @@ impl<'a> Agent<'a> {
                     self.push(events::heartbeat(reason))?;
                 }
                 Some(_) => out.step_limit_hit = true,
+                None if doc_mode && out.messages.is_empty() && !answer_forced && i + 1 < max => {
+                    answer_forced = true;
+                    self.push(events::heartbeat(prompts::ANSWER_NOW))?;
+                }
                 None => break,
             }
             i += 1;

@@ -31,3 +31,7 @@ pub fn summary_message(covered: u64, text: &str) -> String {
         "Note: {covered} earlier messages were evicted from view (search them with conversation_search). Summary of them: {text}"
     )
 }
+
+/// The heartbeat that asks a document-QA turn for its answer.
+pub const ANSWER_NOW: &str =
+    "Answer the user now with send_message, using the search results above and naming their [source: ...].";

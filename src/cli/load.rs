@@ -99,7 +99,12 @@ pub fn run_load(g: &Global, a: LoadArgs) -> Result<()> {
         store.create_agent(&a.agent, &c.default_chat, &c.default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
         eprintln!("created agent '{}'", a.agent);
     }
-    let rec = store.agent(&a.agent)?;
+    let mut rec = store.agent(&a.agent)?;
+    if !rec.config.search_first {
+        // A document agent searches its documents first in every turn.
+        rec.config.search_first = true;
+        store.update_agent(&rec)?;
+    }
     ensure_model(&models, &rec.embedding_model)?;
     let embedder = super::embed::load_embedder(g, Some(&rec.embedding_model))?;
     let stop = Arc::new(AtomicBool::new(false));

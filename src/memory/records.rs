@@ -25,6 +25,9 @@ pub struct AgentConfig {
     /// Chained steps allowed per user turn.
     #[serde(default = "default_steps")]
     pub max_steps: usize,
+    /// Document QA: the first step of each turn must search archival memory (set by `load`).
+    #[serde(default)]
+    pub search_first: bool,
 }
 
 fn default_warn() -> f32 {
@@ -48,6 +51,7 @@ impl Default for AgentConfig {
             flush_threshold: default_flush(),
             evict_fraction: default_evict(),
             max_steps: default_steps(),
+            search_first: false,
         }
     }
 }

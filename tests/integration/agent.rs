@@ -15,6 +15,8 @@ struct Script {
     calls: VecDeque<ToolCall>,
     prompts: Vec<Vec<u32>>,
     summaries: usize,
+    /// The tool each step was restricted to, if any.
+    restricted: Vec<Option<String>>,
 }
 
 fn call(f: &str, args: Value, heartbeat: bool) -> ToolCall {
@@ -31,8 +33,19 @@ fn say(text: &str) -> ToolCall {
 }
 
 impl StepModel for Script {
+    fn step_only(
+        &mut self,
+        prompt: &[u32],
+        only: &str,
+        t: &mut dyn FnMut(u32),
+    ) -> Result<(ToolCall, String, StepStats)> {
+        let r = self.step(prompt, t);
+        *self.restricted.last_mut().unwrap() = Some(only.to_string());
+        r
+    }
     fn step(&mut self, prompt: &[u32], _: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)> {
         self.prompts.push(prompt.to_vec());
+        self.restricted.push(None);
         let c = self.calls.pop_front().unwrap_or_else(|| say("ok"));
         let text = json!({"thoughts": c.thoughts, "function": c.function, "arguments": c.arguments, "request_heartbeat": c.request_heartbeat}).to_string();
         Ok((c, text, StepStats::default()))
@@ -209,4 +222,46 @@ fn export_import_round_trips() {
     let mut again = pagemind::agent::export_agent(&s, "bot2").unwrap();
     again.agent.name = "bot".into();
     assert_eq!(again.without_ids(), ex.without_ids());
+}
+
+#[test]
+fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
+    let (_d, s) = setup();
+    let mut rec = s.agent("bot").unwrap();
+    rec.config.search_first = true;
+    s.update_agent(&rec).unwrap();
+    let v = util::minilm().embed(&["The pump pressure limit is 8 bar."]).unwrap().remove(0);
+    let p = pagemind::memory::NewPassage {
+        text: "The pump pressure limit is 8 bar.".into(),
+        source: "/docs/pump.md".into(),
+        span: "lines 3-4".into(),
+        metadata: json!({}),
+        vector: v,
+    };
+    s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    // The model "forgets" to ask for a heartbeat after searching, then stops without answering.
+    sc.calls.push_back(call("archival_memory_search", json!({"query": "pump pressure", "page": 0}), false));
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "asks about pumps"}), false));
+    sc.calls.push_back(say("8 bar [source: /docs/pump.md lines 3-4]"));
+    let r = a.turn(&mut sc, "What is the pump pressure limit?", &mut Collect(vec![])).unwrap();
+    assert_eq!(
+        sc.restricted,
+        [Some("archival_memory_search".to_string()), None, Some("send_message".to_string())],
+        "search restricted first, free step, then the forced answer"
+    );
+    assert_eq!(r.messages, ["8 bar [source: /docs/pump.md lines 3-4]"]);
+    assert!(r.steps[0].request_heartbeat, "the forced search always continues the turn");
+    assert_eq!(r.retrieved.len(), 1);
+    assert_eq!((r.retrieved[0].source.as_str(), r.retrieved[0].span.as_str()), ("/docs/pump.md", "lines 3-4"));
+    // Without documents, the same agent takes free steps.
+    let (_d2, s2) = setup();
+    let mut rec2 = s2.agent("bot").unwrap();
+    rec2.config.search_first = true;
+    s2.update_agent(&rec2).unwrap();
+    let mut a2 = Agent::open(&s2, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut sc2 = Script::default();
+    a2.turn(&mut sc2, "hi", &mut Collect(vec![])).unwrap();
+    assert_eq!(sc2.restricted, [None]);
 }
