@@ -74,7 +74,12 @@ fn bench_model(id: &str, quick: bool) -> Option<serde_json::Value> {
 
 fn main() {
     let quick = quick();
-    for id in ["smollm2-135m-instruct-q4_1", "qwen2.5-coder-1.5b-instruct-q4_k_m"] {
+    let ids: &[&str] = if quick {
+        &["smollm2-135m-instruct-q4_1"]
+    } else {
+        &["smollm2-135m-instruct-q4_1", "qwen2.5-coder-1.5b-instruct-q4_k_m"]
+    };
+    for &id in ids {
         match bench_model(id, quick) {
             Some(v) => println!("{v}"),
             None => eprintln!("skipped {id}: not installed (`pagemind models pull {id}`)"),

@@ -23,9 +23,13 @@ pub fn r2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// `--quick` (or `PAGEMIND_BENCH_QUICK=1`): smaller sizes, for a smoke run.
+/// Smaller sizes, for a smoke run: under `cargo test` (which runs bench targets without the
+/// `--bench` flag that `cargo bench` passes), or with `--quick` / `PAGEMIND_BENCH_QUICK=1`.
 pub fn quick() -> bool {
-    std::env::args().any(|a| a == "--quick") || std::env::var("PAGEMIND_BENCH_QUICK").is_ok_and(|v| v == "1")
+    let args: Vec<String> = std::env::args().collect();
+    !args.iter().any(|a| a == "--bench")
+        || args.iter().any(|a| a == "--quick")
+        || std::env::var("PAGEMIND_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
 /// Deterministic pseudo-random numbers (xorshift), so runs are comparable.
