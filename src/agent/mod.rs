@@ -321,10 +321,6 @@ impl<'a> Agent<'a> {
         self.run_steps(steps, obs)
     }
 
-    fn has_passages(&self) -> Result<bool> {
-        Ok(self.store.passage_count(self.record.id)? > 0)
-    }
-
     /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`).
     pub fn run_steps(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
         let mut out = TurnResult::default();
@@ -344,7 +340,7 @@ impl<'a> Agent<'a> {
             let mut ids = vec![];
             // Document QA: an agent with loaded documents searches them before anything else, and
             // a turn that would end without an answer gets one more step that must answer.
-            let doc_mode = self.record.config.search_first && self.has_passages()?;
+            let doc_mode = self.record.config.search_first && self.store.has_passages(self.record.id)?;
             let search_first = i == 0 && doc_mode;
             let only = if search_first {
                 Some("archival_memory_search")

@@ -184,6 +184,14 @@ impl MemoryStore {
         self.count_rows(PASSAGES, agent)
     }
 
+    /// Whether the agent has any passage (reads one key; cheap on every step).
+    pub fn has_passages(&self, agent: u64) -> Result<bool> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+        let mut r = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?;
+        Ok(r.next().is_some())
+    }
+
     /// Search by query embedding; `filter` keeps only passages containing that text.
     pub fn archival_search(
         &self,
