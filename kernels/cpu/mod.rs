@@ -1,6 +1,7 @@
 /*! pagemind's CPU compute kernels (the top-level `kernels/` folder, compiled into the crate as
 `pagemind::kernels`).
 
+- [`activations`]: vectorizable `exp`, `erf` and erf-GELU for the sentence encoder.
 - [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
@@ -9,6 +10,7 @@ Every SIMD kernel has a scalar reference and tests comparing the two on random b
 values. Types candle already vectorizes (Q4_K, Q6_K, Q8_0) stay on candle's kernels.
 */
 
+pub mod activations;
 pub mod matmul;
 pub mod q4_1;
 

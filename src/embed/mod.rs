@@ -3,7 +3,13 @@
 [`Embedder`] loads `model.safetensors`, `config.json` and `tokenizer.json`, tokenizes with
 truncation at the model's max length, runs batches padded to their longest text, mean-pools over
 the attention mask and L2-normalises: the sentence-transformers pipeline.
+
+On the CPU the encoder is [`bert::CpuBert`] (no padding, fused and reused buffers, vectorized
+GELU/softmax); on GPUs, for unsupported configs, or with `PAGEMIND_KERNELS=candle`, it is candle's
+`BertModel`. Both give the same vectors (tested).
 */
+
+pub mod bert;
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -15,9 +21,14 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 /// Texts per forward pass.
 pub const BATCH: usize = 32;
 
+enum Encoder {
+    Cpu(bert::CpuBert),
+    Candle(BertModel),
+}
+
 /// A loaded sentence-embedding model.
 pub struct Embedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation or padding, for chunking.
     plain: Tokenizer,
@@ -31,6 +42,28 @@ pub struct Embedder {
 impl Embedder {
     /// Load from a folder's three files (`model.safetensors`, `config.json`, `tokenizer.json`).
     pub fn load(weights: &Path, config: &Path, tokenizer: &Path, max_len: usize, device: &Device) -> Result<Self> {
+        Self::load_with(weights, config, tokenizer, max_len, device, crate::runtime::linear::own_kernels())
+    }
+
+    /// As [`Embedder::load`], but always on candle's `BertModel` (the reference for A/B tests).
+    pub fn load_candle(
+        weights: &Path,
+        config: &Path,
+        tokenizer: &Path,
+        max_len: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::load_with(weights, config, tokenizer, max_len, device, false)
+    }
+
+    fn load_with(
+        weights: &Path,
+        config: &Path,
+        tokenizer: &Path,
+        max_len: usize,
+        device: &Device,
+        own: bool,
+    ) -> Result<Self> {
         let cfg_text = std::fs::read_to_string(config).map_err(|e| Error::file(config, e))?;
         let cfg: Config =
             serde_json::from_str(&cfg_text).map_err(|e| Error::file(config, format!("not a BERT config: {e}")))?;
@@ -45,12 +78,19 @@ impl Embedder {
         if !weights.exists() {
             return Err(Error::file(weights, "model file not found"));
         }
+        if device.is_cpu() && own {
+            if let Some(dims) = cpu_dims(&cfg_text) {
+                let model = Encoder::Cpu(bert::CpuBert::load(weights, dims)?);
+                return Ok(Self { model, tokenizer: tk, plain, device: device.clone(), dim: dims.hidden, max_len });
+            }
+        }
         // SAFETY: the file is memory-mapped read-only; pagemind never writes model files in place
         // (pulls write a `.partial` file and rename it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }
             .map_err(|e| Error::file(weights, format!("not a valid safetensors file: {e}")))?;
         let model =
             BertModel::load(vb, &cfg).map_err(|e| Error::file(weights, format!("cannot load BERT weights: {e}")))?;
+        let model = Encoder::Candle(model);
         Ok(Self { model, tokenizer: tk, plain, device: device.clone(), dim: cfg.hidden_size, max_len })
     }
 
@@ -77,6 +117,19 @@ impl Embedder {
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let enc = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let model = match &self.model {
+            Encoder::Cpu(m) => {
+                let texts: Vec<(&[u32], &[u32])> = enc
+                    .iter()
+                    .map(|e| {
+                        let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                        (&e.get_ids()[..n], &e.get_type_ids()[..n])
+                    })
+                    .collect();
+                return m.embed(&texts);
+            }
+            Encoder::Candle(m) => m,
+        };
         let n = enc.len();
         let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
@@ -85,7 +138,7 @@ impl Embedder {
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (n, len), &self.device)?;
         let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (n, len), &self.device)?;
         let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (n, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [n, len, dim]
+        let hidden = model.forward(&ids, &types, Some(&mask))?; // [n, len, dim]
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&m)?.sum(1)?;
         let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
@@ -93,6 +146,28 @@ impl Embedder {
         let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
     }
+}
+
+/// The CPU encoder's shape, if `config.json` describes a model it supports (post-LN BERT, absolute
+/// positions, erf GELU).
+fn cpu_dims(config: &str) -> Option<bert::Dims> {
+    let v: serde_json::Value = serde_json::from_str(config).ok()?;
+    let num = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let act = v.get("hidden_act").and_then(|x| x.as_str()).unwrap_or("gelu");
+    let pos = v.get("position_embedding_type").and_then(|x| x.as_str()).unwrap_or("absolute");
+    let model = v.get("model_type").and_then(|x| x.as_str()).unwrap_or("bert");
+    if act != "gelu" || pos != "absolute" || model != "bert" {
+        return None;
+    }
+    let dims = bert::Dims {
+        hidden: num("hidden_size")?,
+        heads: num("num_attention_heads")?,
+        layers: num("num_hidden_layers")?,
+        intermediate: num("intermediate_size")?,
+        max_positions: num("max_position_embeddings")?,
+        eps: v.get("layer_norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-12) as f32,
+    };
+    (dims.heads > 0 && dims.hidden.is_multiple_of(dims.heads)).then_some(dims)
 }
 
 /// Cosine similarity of two vectors.

@@ -25,3 +25,37 @@ fn minilm_ids_and_embeddings_match_sentence_transformers() {
     let alone = e.embed(&texts[..1]).unwrap();
     assert!(cosine(&alone[0], &got[0]) > 0.99999);
 }
+
+#[test]
+fn the_cpu_encoder_matches_candles_bert_on_mixed_lengths() {
+    let fast = util::minilm();
+    let r = util::store().resolve(util::MINILM).unwrap();
+    let reference = pagemind::embed::Embedder::load_candle(
+        &r.file("model.safetensors"),
+        &r.file("config.json"),
+        &r.file("tokenizer.json"),
+        256,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    // Lengths from one token to past the 256-token truncation, in one batch, so packing (fast) and
+    // padding with masks (candle) must agree text by text.
+    let long = "paging memory between tiers ".repeat(80);
+    let texts: Vec<String> = vec![
+        "a".into(),
+        "The archive holds every passage ever loaded.".into(),
+        long.clone(),
+        "Quarterly revenue rose 12% while the context window stayed at 2048 tokens.".repeat(3),
+        String::new(),
+    ];
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let a = fast.embed(&refs).unwrap();
+    let b = reference.embed(&refs).unwrap();
+    assert_eq!(a.len(), texts.len());
+    for ((x, y), t) in a.iter().zip(&b).zip(&texts) {
+        let cos = cosine(x, y);
+        assert!(cos > 0.99999, "cosine {cos} for a {}-byte text", t.len());
+        let diff = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "max component difference {diff}");
+    }
+}
