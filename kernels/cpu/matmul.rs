@@ -4,10 +4,11 @@ Activations are quantized to Q8_1 once per token; then output rows are split acr
 worker pool (`candle_core::utils::barrier_pool`, the one candle's own quantized matmuls use, so
 threads are never oversubscribed) and each worker walks its rows, reusing one weight row, which
 stays in L1, against every token. A batch of one
-(decode) is a matrix-vector product; prefill batches reuse each weight row across the batch.
+(decode) is a matrix-vector product over row pairs ([`vec_dot2`]); prefill batches run 2 x 4
+tiles ([`dot_2x4`]: two weight rows, four tokens, each weight block unpacked once).
 */
 
-use super::q4_1::{quantize_q8_1, vec_dot, vec_dot2, BlockQ4_1, BlockQ8_1, QK};
+use super::q4_1::{dot_2x4, quantize_q8_1, vec_dot, vec_dot2, BlockQ4_1, BlockQ8_1, QK};
 use half::f16;
 
 /// Below this many block products, the calling thread does the work alone.
@@ -63,18 +64,33 @@ pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<
         for p in range {
             let r = 2 * p;
             let w0 = &w[r * nb..(r + 1) * nb];
-            for t in 0..tokens {
-                let y = &xq[t * nb..(t + 1) * nb];
-                if r + 1 < rows {
-                    let (v0, v1) = vec_dot2(w0, &w[(r + 1) * nb..(r + 2) * nb], y);
-                    // SAFETY: rows r and r+1 are written only by the worker owning pair p.
-                    unsafe {
-                        *o.at(t * rows + r) = v0;
-                        *o.at(t * rows + r + 1) = v1;
+            let y = |t: usize| &xq[t * nb..(t + 1) * nb];
+            if r + 1 == rows {
+                for t in 0..tokens {
+                    // SAFETY: row r (the last, unpaired one) is written only by this worker.
+                    unsafe { *o.at(t * rows + r) = vec_dot(w0, y(t)) };
+                }
+                continue;
+            }
+            let w1 = &w[(r + 1) * nb..(r + 2) * nb];
+            // Prefill: tiles of four tokens unpack each weight block once for all four.
+            let tiles = tokens / 4;
+            for tile in 0..tiles {
+                let t = 4 * tile;
+                let v = dot_2x4(w0, w1, [y(t), y(t + 1), y(t + 2), y(t + 3)]);
+                for (i, row) in v.iter().enumerate() {
+                    for (j, x) in row.iter().enumerate() {
+                        // SAFETY: rows r and r+1 are written only by the worker owning pair p.
+                        unsafe { *o.at((t + j) * rows + r + i) = *x };
                     }
-                } else {
-                    // SAFETY: as above; the last, unpaired row.
-                    unsafe { *o.at(t * rows + r) = vec_dot(w0, y) };
+                }
+            }
+            for t in 4 * tiles..tokens {
+                let (v0, v1) = vec_dot2(w0, w1, y(t));
+                // SAFETY: as above.
+                unsafe {
+                    *o.at(t * rows + r) = v0;
+                    *o.at(t * rows + r + 1) = v1;
                 }
             }
         }

@@ -9,7 +9,7 @@ and values per query head (queries of one KV group are stacked as rows of one ma
 use super::embedding::Embedding;
 use super::gguf::Gguf;
 use super::kv_cache::KvCache;
-use super::linear::Linear;
+use super::linear::{Linear, LinearGroup};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -73,16 +73,15 @@ impl Config {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Query, key, value projections.
+    qkv: LinearGroup,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
     wo: Linear,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// Gate and up projections.
+    gate_up: LinearGroup,
     down: Linear,
 }
 
@@ -149,15 +148,12 @@ impl Transformer {
             layers.push(Layer {
                 attn_norm: f("attn_norm.weight")?,
                 ffn_norm: f("ffn_norm.weight")?,
-                wq,
-                wk,
-                wv,
+                qkv: LinearGroup::new(vec![wq, wk, wv]),
                 bq,
                 bk,
                 bv,
                 wo,
-                gate,
-                up,
+                gate_up: LinearGroup::new(vec![gate, up]),
                 down,
             });
         }
@@ -193,16 +189,17 @@ impl Transformer {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?;
-            let proj = |w: &Linear, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-                let mut y = w.forward(&h)?;
+            let mut qkv = l.qkv.forward(&h)?.into_iter();
+            let mut proj = |b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+                let mut y = qkv.next().expect("three projections");
                 if let Some(b) = b {
                     y = y.broadcast_add(b)?;
                 }
                 Ok(y.reshape((1, t, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
             };
-            let q = proj(&l.wq, &l.bq, c.n_head)?;
-            let k = proj(&l.wk, &l.bk, c.n_head_kv)?;
-            let v = proj(&l.wv, &l.bv, c.n_head_kv)?;
+            let q = proj(&l.bq, c.n_head)?;
+            let k = proj(&l.bk, c.n_head_kv)?;
+            let v = proj(&l.bv, c.n_head_kv)?;
             let (q, k) = match c.arch {
                 Arch::Llama => {
                     (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
@@ -223,9 +220,9 @@ impl Transformer {
             let y = y.reshape((1, c.n_head, t, c.head_dim))?.transpose(1, 2)?.reshape((1, t, c.n_embd))?;
             x = (x + l.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, c.rms_eps as f32)?;
-            let g = candle_nn::ops::silu(&l.gate.forward(&h)?)?;
-            let u = l.up.forward(&h)?;
-            x = (x + l.down.forward(&(g * u)?)?)?;
+            let gu = l.gate_up.forward(&h)?;
+            let g = candle_nn::ops::silu(&gu[0])?;
+            x = (x + l.down.forward(&(g * &gu[1])?)?)?;
         }
         cache.advance(t);
         let last = x.narrow(1, t - 1, 1)?;
