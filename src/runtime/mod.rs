@@ -6,6 +6,7 @@
 - [`Sampler`] / [`TokenMask`]: sampling with a hook for constrained decoding.
 */
 
+pub mod attention;
 mod embedding;
 mod gguf;
 mod kv_cache;

@@ -209,15 +209,22 @@ impl Transformer {
                 }
             };
             let (k_all, v_all) = cache.append(li, &k, &v)?;
-            // Stack the n_rep query heads of each KV group as rows: [1, kv, n_rep*t, d].
-            let q = q.reshape((1, c.n_head_kv, n_rep * t, c.head_dim))?;
-            let mut att = (q.matmul(&k_all.transpose(2, 3)?)? * scale)?;
-            if let Some(m) = &mask {
-                att = att.broadcast_add(m)?;
-            }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v_all)?; // [1, kv, n_rep*t, d]
-            let y = y.reshape((1, c.n_head, t, c.head_dim))?.transpose(1, 2)?.reshape((1, t, c.n_embd))?;
+            // One new token: attention straight from the cache buffers (CPU); otherwise candle.
+            let fast = if t == 1 { super::attention::decode(&q, &k_all, &v_all, scale as f32)? } else { None };
+            let y = match fast {
+                Some(y) => y,
+                None => {
+                    // Stack the n_rep query heads of each KV group as rows: [1, kv, n_rep*t, d].
+                    let q = q.reshape((1, c.n_head_kv, n_rep * t, c.head_dim))?;
+                    let mut att = (q.matmul(&k_all.transpose(2, 3)?)? * scale)?;
+                    if let Some(m) = &mask {
+                        att = att.broadcast_add(m)?;
+                    }
+                    let att = candle_nn::ops::softmax_last_dim(&att)?;
+                    let y = att.matmul(&v_all)?; // [1, kv, n_rep*t, d]
+                    y.reshape((1, c.n_head, t, c.head_dim))?.transpose(1, 2)?.reshape((1, t, c.n_embd))?
+                }
+            };
             x = (x + l.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, c.rms_eps as f32)?;
             let gu = l.gate_up.forward(&h)?;
