@@ -8,7 +8,8 @@ stays in L1, against every token. A batch of one
 tiles ([`dot_2x4`]: two weight rows, four tokens, each weight block unpacked once).
 */
 
-use super::q4_1::{dot_2x4, quantize_q8_1, vec_dot, vec_dot2, BlockQ4_1, BlockQ8_1, QK};
+use super::q4_1::{quantize_q8_1, BlockQ4_1, BlockQ8_1, QK};
+use super::q4_1_matrix::{dot, dot_blocks, quantize_token, tile_2x4, Q4_1Matrix, Q8_1Act};
 use half::f16;
 
 /// Below this many block products, the calling thread does the work alone.
@@ -38,12 +39,17 @@ fn parallel(n: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     }
 }
 
-/// `x` is `[tokens, cols]` row-major, `w` is `[rows, cols / 32]` blocks; returns `[tokens, rows]`.
-pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
-    assert!(cols.is_multiple_of(QK) && w.len() == rows * cols / QK, "matmul_q4_1: weight shape");
-    assert!(x.len().is_multiple_of(cols), "matmul_q4_1: activation shape");
+/// `x` is `[tokens, w.cols]` row-major; returns `[tokens, w.rows]`. Row layout ([`Q4_1Matrix`]):
+/// each worker takes a range of weight rows and meets every token with each row while it is in L1.
+pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
+    assert!(x.len().is_multiple_of(cols), "matmul: activation shape");
     let tokens = x.len() / cols;
     let nb = cols / QK;
+    if tokens == 1 {
+        return matvec(w, x);
+    }
+    // Prefill: GGML Q8_1 activations and llama.cpp's accumulation order, 2 x 4 tiles.
     let mut xq = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; QK] }; tokens * nb];
     let xq_out = Out(xq.as_mut_ptr());
     parallel(tokens, tokens * nb, |range| {
@@ -56,28 +62,22 @@ pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<
     let mut out = vec![0f32; rows * tokens];
     let o = Out(out.as_mut_ptr());
     let xq = &xq;
-    // Each worker takes a range of weight rows; a row (a few hundred bytes) stays in L1 while it
-    // meets every token of the batch.
-    // Rows are handled in pairs so each activation block is loaded once for two rows.
-    let pairs = rows.div_ceil(2);
-    parallel(pairs, rows * tokens * nb, |range| {
+    let y = |t: usize| &xq[t * nb..(t + 1) * nb];
+    parallel(rows.div_ceil(2), rows * tokens * nb, |range| {
         for p in range {
             let r = 2 * p;
-            let w0 = &w[r * nb..(r + 1) * nb];
-            let y = |t: usize| &xq[t * nb..(t + 1) * nb];
             if r + 1 == rows {
                 for t in 0..tokens {
                     // SAFETY: row r (the last, unpaired one) is written only by this worker.
-                    unsafe { *o.at(t * rows + r) = vec_dot(w0, y(t)) };
+                    unsafe { *o.at(t * rows + r) = dot_blocks(w.row(r), y(t)) };
                 }
                 continue;
             }
-            let w1 = &w[(r + 1) * nb..(r + 2) * nb];
-            // Prefill: tiles of four tokens unpack each weight block once for all four.
+            let (r0, r1) = (w.row(r), w.row(r + 1));
             let tiles = tokens / 4;
             for tile in 0..tiles {
                 let t = 4 * tile;
-                let v = dot_2x4(w0, w1, [y(t), y(t + 1), y(t + 2), y(t + 3)]);
+                let v = tile_2x4(r0, r1, [y(t), y(t + 1), y(t + 2), y(t + 3)]);
                 for (i, row) in v.iter().enumerate() {
                     for (j, x) in row.iter().enumerate() {
                         // SAFETY: rows r and r+1 are written only by the worker owning pair p.
@@ -86,13 +86,30 @@ pub fn matmul_q4_1(w: &[BlockQ4_1], rows: usize, cols: usize, x: &[f32]) -> Vec<
                 }
             }
             for t in 4 * tiles..tokens {
-                let (v0, v1) = vec_dot2(w0, w1, y(t));
                 // SAFETY: as above.
                 unsafe {
-                    *o.at(t * rows + r) = v0;
-                    *o.at(t * rows + r + 1) = v1;
+                    *o.at(t * rows + r) = dot_blocks(r0, y(t));
+                    *o.at(t * rows + r + 1) = dot_blocks(r1, y(t));
                 }
             }
+        }
+    });
+    out
+}
+
+/// Decode: one token, quantized into the pair layout, each row by the eight-block kernel.
+fn matvec(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
+    let (rows, nb) = (w.rows, w.blocks_per_row());
+    let mut act = Q8_1Act::new(1, nb);
+    let (d, s, q) = act.token_mut(0);
+    quantize_token(x, d, s, q);
+    let mut out = vec![0f32; rows];
+    let o = Out(out.as_mut_ptr());
+    let act = act.token(0);
+    parallel(rows, rows * nb, |range| {
+        for r in range {
+            // SAFETY: row r is written only by the worker owning it.
+            unsafe { *o.at(r) = dot(w.row(r), act) };
         }
     });
     out
@@ -135,10 +152,11 @@ mod tests {
                 })
                 .collect();
             let x: Vec<f32> = (0..tokens * cols).map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0).collect();
-            let (a, b) = (matmul_q4_1(&w, rows, cols, &x), matmul_q4_1_reference(&w, rows, cols, &x));
-            assert_eq!(a.len(), rows * tokens);
-            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-                assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{rows}x{cols}x{tokens} [{i}]: {p} vs {q}");
+            let b = matmul_q4_1_reference(&w, rows, cols, &x);
+            let c = matmul(&Q4_1Matrix::from_blocks(&w, rows, cols).unwrap(), &x);
+            assert_eq!(c.len(), rows * tokens);
+            for (i, (r, q)) in c.iter().zip(&b).enumerate() {
+                assert!((r - q).abs() <= 1e-3 * (1.0 + q.abs()), "{rows}x{cols}x{tokens} [{i}]: {r} vs {q}");
             }
         }
     }

@@ -3,6 +3,8 @@
 
 - [`activations`]: vectorizable `exp`, `erf` and erf-GELU for the sentence encoder.
 - [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
+- [`q4_1_matrix`]: Q4_1 matrices in a row layout (structure of arrays) and the decode kernel
+  that reduces eight blocks at once.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
 
@@ -13,6 +15,7 @@ values. Types candle already vectorizes (Q4_K, Q6_K, Q8_0) stay on candle's kern
 pub mod activations;
 pub mod matmul;
 pub mod q4_1;
+pub mod q4_1_matrix;
 
 /// Whether this x86-64 CPU has AVX2 and FMA (cached by std).
 #[cfg(target_arch = "x86_64")]

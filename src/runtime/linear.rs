@@ -9,8 +9,9 @@ pagemind's kernel they become one product (one activation quantization, one trip
 worker pool instead of three or two), and the output is split afterwards.
 */
 
-use crate::kernels::matmul::matmul_q4_1;
+use crate::kernels::matmul::matmul;
 use crate::kernels::q4_1::BlockQ4_1;
+use crate::kernels::q4_1_matrix::Q4_1Matrix;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
@@ -19,7 +20,7 @@ use half::f16;
 /// `y = x W^T` for a quantized `W` of shape `[rows, cols]`.
 pub enum Linear {
     /// Q4_1 weights on the CPU, multiplied by pagemind's kernels.
-    Q4_1 { blocks: Vec<BlockQ4_1>, rows: usize, cols: usize },
+    Q4_1(Q4_1Matrix),
     /// Anything else: candle's quantized matmul.
     Candle(QMatMul),
 }
@@ -42,8 +43,8 @@ impl Linear {
                     qs: b[4..20].try_into().expect("16 bytes"),
                 })
                 .collect::<Vec<_>>();
-            if blocks.len() * 32 == dims[0] * dims[1] {
-                return Ok(Linear::Q4_1 { blocks, rows: dims[0], cols: dims[1] });
+            if let Some(m) = Q4_1Matrix::from_blocks(&blocks, dims[0], dims[1]) {
+                return Ok(Linear::Q4_1(m));
             }
         }
         Ok(Linear::Candle(QMatMul::from_qtensor(w)?))
@@ -52,11 +53,11 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Candle(m) => Ok(m.forward(x)?),
-            Linear::Q4_1 { blocks, rows, cols } => {
+            Linear::Q4_1(m) => {
                 let mut dims = x.dims().to_vec();
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let out = matmul_q4_1(blocks, *rows, *cols, &xs);
-                *dims.last_mut().expect("at least one dim") = *rows;
+                let out = matmul(m, &xs);
+                *dims.last_mut().expect("at least one dim") = m.rows;
                 Ok(Tensor::from_vec(out, dims, x.device())?)
             }
         }
@@ -75,22 +76,21 @@ impl LinearGroup {
     /// Stack `parts` if they are all Q4_1 with the same input width.
     pub fn new(parts: Vec<Linear>) -> Self {
         let cols = match parts.first() {
-            Some(Linear::Q4_1 { cols, .. }) => *cols,
+            Some(Linear::Q4_1(m)) => m.cols,
             _ => return LinearGroup::Separate(parts),
         };
-        if !parts.iter().all(|p| matches!(p, Linear::Q4_1 { cols: c, .. } if *c == cols)) {
+        if !parts.iter().all(|p| matches!(p, Linear::Q4_1(m) if m.cols == cols)) {
             return LinearGroup::Separate(parts);
         }
-        let mut all = Vec::new();
-        let mut sizes = Vec::with_capacity(parts.len());
+        let mut mats = Vec::with_capacity(parts.len());
         for p in parts {
-            if let Linear::Q4_1 { blocks, rows, .. } = p {
-                all.extend(blocks);
-                sizes.push(rows);
+            if let Linear::Q4_1(m) = p {
+                mats.push(m);
             }
         }
-        let rows = sizes.iter().sum();
-        LinearGroup::Fused { linear: Linear::Q4_1 { blocks: all, rows, cols }, sizes }
+        let sizes = mats.iter().map(|m| m.rows).collect();
+        let fused = Q4_1Matrix::concat(mats).expect("same widths, checked above");
+        LinearGroup::Fused { linear: Linear::Q4_1(fused), sizes }
     }
 
     /// Each part's output, in the order given to [`LinearGroup::new`].
@@ -116,14 +116,14 @@ mod tests {
     use super::*;
 
     fn q4_1(rows: usize, cols: usize, seed: u8) -> Linear {
-        let blocks = (0..rows * cols / 32)
+        let blocks: Vec<BlockQ4_1> = (0..rows * cols / 32)
             .map(|i| BlockQ4_1 {
                 d: f16::from_f32(0.01 * ((i % 7) as f32 + 1.0)),
                 m: f16::from_f32(-0.05 * (i % 3) as f32),
                 qs: std::array::from_fn(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8)),
             })
             .collect();
-        Linear::Q4_1 { blocks, rows, cols }
+        Linear::Q4_1(Q4_1Matrix::from_blocks(&blocks, rows, cols).unwrap())
     }
 
     #[test]
