@@ -3,41 +3,18 @@
 Activations are quantized to Q8_1 once per token; then output rows are split across candle's CPU
 worker pool (`candle_core::utils::barrier_pool`, the one candle's own quantized matmuls use, so
 threads are never oversubscribed) and each worker walks its rows, reusing one weight row, which
-stays in L1, against every token. A batch of one
-(decode) is a matrix-vector product over row pairs ([`vec_dot2`]); prefill batches run 2 x 4
-tiles ([`dot_2x4`]: two weight rows, four tokens, each weight block unpacked once).
+stays in L1, against every token. A batch of one (decode) is a matrix-vector product with the
+row-layout kernel ([`dot`]); prefill batches run 2 x 4 tiles ([`tile_2x4`]: two weight rows,
+four tokens, each weight block unpacked once) in llama.cpp's accumulation order.
 */
 
+use super::pool::{parallel, SharedMut as Out};
 use super::q4_1::{quantize_q8_1, BlockQ4_1, BlockQ8_1, QK};
-use super::q4_1_matrix::{dot, dot_blocks, quantize_token, tile_2x4, Q4_1Matrix, Q8_1Act};
+use super::q4_1_matrix::{dot, dot_blocks, tile_2x4, Q4_1Matrix, Q8_1Act};
 use half::f16;
 
 /// Below this many block products, the calling thread does the work alone.
 const PARALLEL_MIN_BLOCKS: usize = 2048;
-
-/// A pointer that worker threads write disjoint ranges through.
-#[derive(Clone, Copy)]
-struct Out<T>(*mut T);
-// SAFETY: every worker writes only the indices of its own rows (see the callers).
-unsafe impl<T> Sync for Out<T> {}
-unsafe impl<T> Send for Out<T> {}
-impl<T> Out<T> {
-    /// A method, so closures capture the `Sync` wrapper rather than the raw pointer field.
-    fn at(self, i: usize) -> *mut T {
-        // SAFETY: callers pass in-bounds indices of the allocation the pointer came from.
-        unsafe { self.0.add(i) }
-    }
-}
-
-/// Run `f` over `0..n` split across candle's CPU worker pool (the pool candle's own quantized
-/// matmuls use, so pagemind never adds threads of its own), or inline when `work` is small.
-fn parallel(n: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    if work < PARALLEL_MIN_BLOCKS || n < 2 {
-        f(0..n);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(n, f);
-    }
-}
 
 /// `x` is `[tokens, w.cols]` row-major; returns `[tokens, w.rows]`. Row layout ([`Q4_1Matrix`]):
 /// each worker takes a range of weight rows and meets every token with each row while it is in L1.
@@ -52,7 +29,7 @@ pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
     // Prefill: GGML Q8_1 activations and llama.cpp's accumulation order, 2 x 4 tiles.
     let mut xq = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; QK] }; tokens * nb];
     let xq_out = Out(xq.as_mut_ptr());
-    parallel(tokens, tokens * nb, |range| {
+    parallel(tokens, tokens * nb >= PARALLEL_MIN_BLOCKS, |range| {
         for t in range {
             // SAFETY: token t's blocks are written by this worker only; xq outlives the call.
             let q = unsafe { std::slice::from_raw_parts_mut(xq_out.at(t * nb), nb) };
@@ -63,7 +40,7 @@ pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
     let o = Out(out.as_mut_ptr());
     let xq = &xq;
     let y = |t: usize| &xq[t * nb..(t + 1) * nb];
-    parallel(rows.div_ceil(2), rows * tokens * nb, |range| {
+    parallel(rows.div_ceil(2), rows * tokens * nb >= PARALLEL_MIN_BLOCKS, |range| {
         for p in range {
             let r = 2 * p;
             if r + 1 == rows {
@@ -100,13 +77,11 @@ pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
 /// Decode: one token, quantized into the pair layout, each row by the eight-block kernel.
 fn matvec(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
     let (rows, nb) = (w.rows, w.blocks_per_row());
-    let mut act = Q8_1Act::new(1, nb);
-    let (d, s, q) = act.token_mut(0);
-    quantize_token(x, d, s, q);
+    let act = Q8_1Act::quantize(x);
     let mut out = vec![0f32; rows];
     let o = Out(out.as_mut_ptr());
-    let act = act.token(0);
-    parallel(rows, rows * nb, |range| {
+    let act = act.view();
+    parallel(rows, rows * nb >= PARALLEL_MIN_BLOCKS, |range| {
         for r in range {
             // SAFETY: row r is written only by the worker owning it.
             unsafe { *o.at(r) = dot(w.row(r), act) };

@@ -5,6 +5,7 @@
 - [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
 - [`q4_1_matrix`]: Q4_1 matrices in a row layout (structure of arrays) and the decode kernel
   that reduces eight blocks at once.
+- [`pool`]: splitting work over candle's CPU worker pool.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
 
@@ -14,6 +15,7 @@ values. Types candle already vectorizes (Q4_K, Q6_K, Q8_0) stay on candle's kern
 
 pub mod activations;
 pub mod matmul;
+pub mod pool;
 pub mod q4_1;
 pub mod q4_1_matrix;
 

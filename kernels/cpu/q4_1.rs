@@ -50,18 +50,23 @@ pub fn blocks_q4_1(bytes: &[u8]) -> Option<&[BlockQ4_1]> {
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), out.len() * QK, "quantize_q8_1: length mismatch");
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in b.qs.iter_mut().zip(xs) {
-            let r = (v * id).round_ties_even() as i32;
-            *q = r.clamp(-127, 127) as i8;
-            sum += *q as i32;
-        }
-        b.d = f16::from_f32(d);
-        b.s = f16::from_f32(d * sum as f32);
+        *b = quantize_block(xs);
     }
+}
+
+/// One block of [`quantize_q8_1`] (`xs` is 32 values).
+pub fn quantize_block(xs: &[f32]) -> BlockQ8_1 {
+    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut b = BlockQ8_1 { d: f16::from_f32(d), s: f16::ZERO, qs: [0; QK] };
+    let mut sum = 0i32;
+    for (q, v) in b.qs.iter_mut().zip(xs) {
+        *q = ((v * id).round_ties_even() as i32).clamp(-127, 127) as i8;
+        sum += *q as i32;
+    }
+    b.s = f16::from_f32(d * sum as f32);
+    b
 }
 
 /// The scalar reference dot product of `x` (weights) and `y` (activations).

@@ -20,7 +20,7 @@ apply `d_w * d_x`; the `m_w * s_x` terms are one vector multiply-add per eight b
 [`super::q4_1::vec_dot_scalar`] on GGML blocks.
 */
 
-use super::q4_1::{BlockQ4_1, BlockQ8_1, QK};
+use super::q4_1::{quantize_block, BlockQ4_1, BlockQ8_1, QK};
 use half::f16;
 
 /// A `[rows, cols]` Q4_1 matrix in row layout.
@@ -88,16 +88,15 @@ impl Q4_1Matrix {
     }
 }
 
-/// Q8_1 activations for `tokens` rows of `nb` blocks each, in the pair layout.
+/// One token's Q8_1 activations in the pair layout.
 #[derive(Clone, Debug)]
 pub struct Q8_1Act {
-    pub nb: usize,
     d: Vec<f32>,
     s: Vec<f32>,
     qs: Vec<i8>,
 }
 
-/// One token's view.
+/// A view of [`Q8_1Act`], what the kernels read.
 #[derive(Clone, Copy)]
 pub struct Act<'a> {
     pub d: &'a [f32],
@@ -106,58 +105,32 @@ pub struct Act<'a> {
 }
 
 impl Q8_1Act {
-    /// Room for `tokens` rows of `nb` blocks.
-    pub fn new(tokens: usize, nb: usize) -> Self {
-        Self { nb, d: vec![0.0; tokens * nb], s: vec![0.0; tokens * nb], qs: vec![0; tokens * nb * QK] }
+    /// Quantize `x` (a multiple of 32 long) block by block as [`quantize_block`] does, with `d`
+    /// and `s` kept as the f32 values of their f16 roundings.
+    pub fn quantize(x: &[f32]) -> Self {
+        assert!(x.len().is_multiple_of(QK), "Q8_1Act: length {} is not a multiple of 32", x.len());
+        let nb = x.len() / QK;
+        let mut a = Self { d: vec![0.0; nb], s: vec![0.0; nb], qs: vec![0; nb * QK] };
+        for (i, xs) in x.chunks_exact(QK).enumerate() {
+            let b = quantize_block(xs);
+            a.d[i] = b.d.to_f32();
+            a.s[i] = b.s.to_f32();
+            let (lo, hi) = b.qs.split_at(16);
+            if i.is_multiple_of(2) && i + 1 == nb {
+                a.qs[i * QK..][..QK].copy_from_slice(&b.qs); // odd last block: natural order
+            } else {
+                let pair = (i / 2) * 2 * QK;
+                let half = (i % 2) * 16;
+                a.qs[pair + half..][..16].copy_from_slice(lo);
+                a.qs[pair + QK + half..][..16].copy_from_slice(hi);
+            }
+        }
+        a
     }
 
-    /// Token `t`'s view.
-    pub fn token(&self, t: usize) -> Act<'_> {
-        let nb = self.nb;
-        Act {
-            d: &self.d[t * nb..(t + 1) * nb],
-            s: &self.s[t * nb..(t + 1) * nb],
-            qs: &self.qs[t * nb * QK..(t + 1) * nb * QK],
-        }
-    }
-
-    /// Raw parts of token `t`, for filling in parallel.
-    pub fn token_mut(&mut self, t: usize) -> (&mut [f32], &mut [f32], &mut [i8]) {
-        let nb = self.nb;
-        (
-            &mut self.d[t * nb..(t + 1) * nb],
-            &mut self.s[t * nb..(t + 1) * nb],
-            &mut self.qs[t * nb * QK..(t + 1) * nb * QK],
-        )
-    }
-}
-
-/// Quantize one token (`x.len() == 32 * d.len()`) into the pair layout, rounding as
-/// [`super::q4_1::quantize_q8_1`] does (half to even; `d` and `s` rounded through f16).
-pub fn quantize_token(x: &[f32], d: &mut [f32], s: &mut [f32], qs: &mut [i8]) {
-    let nb = d.len();
-    assert!(x.len() == nb * QK && s.len() == nb && qs.len() == nb * QK, "quantize_token: lengths");
-    let mut q = [0i8; QK];
-    for (i, xs) in x.chunks_exact(QK).enumerate() {
-        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let di = amax / 127.0;
-        let id = if di != 0.0 { 1.0 / di } else { 0.0 };
-        let mut sum = 0i32;
-        for (qv, v) in q.iter_mut().zip(xs) {
-            *qv = ((v * id).round_ties_even() as i32).clamp(-127, 127) as i8;
-            sum += *qv as i32;
-        }
-        d[i] = f16::from_f32(di).to_f32();
-        s[i] = f16::from_f32(di * sum as f32).to_f32();
-        let (lo, hi) = q.split_at(16);
-        if i.is_multiple_of(2) && i + 1 == nb {
-            qs[i * QK..][..QK].copy_from_slice(&q); // odd last block: natural order
-        } else {
-            let pair = (i / 2) * 2 * QK;
-            let half = (i % 2) * 16;
-            qs[pair + half..][..16].copy_from_slice(lo);
-            qs[pair + QK + half..][..16].copy_from_slice(hi);
-        }
+    /// The kernels' view.
+    pub fn view(&self) -> Act<'_> {
+        Act { d: &self.d, s: &self.s, qs: &self.qs }
     }
 }
 
@@ -449,22 +422,20 @@ mod tests {
             quantize_q8_1(&x, &mut q8);
             let want = vec_dot_scalar(&w, &q8);
             let m = Q4_1Matrix::from_blocks(&w, 1, nb * QK).unwrap();
-            let mut a = Q8_1Act::new(1, nb);
-            let (d, s, qs) = a.token_mut(0);
-            quantize_token(&x, d, s, qs);
+            let a = Q8_1Act::quantize(&x);
             let close = |v: f32| (v - want).abs() <= 1e-4 * (1.0 + want.abs());
-            let reference = dot_scalar(m.row(0), a.token(0));
+            let reference = dot_scalar(m.row(0), a.view());
             assert!(close(reference), "nb={nb}: layout reference {reference} vs {want}");
-            assert!(close(dot(m.row(0), a.token(0))), "nb={nb}: dispatched kernel");
+            assert!(close(dot(m.row(0), a.view())), "nb={nb}: dispatched kernel");
             #[cfg(target_arch = "x86_64")]
             {
                 if super::super::has_avx2_fma() {
                     // SAFETY: features checked; lengths consistent.
-                    assert!(close(unsafe { avx2::dot(m.row(0), a.token(0)) }), "nb={nb}: avx2");
+                    assert!(close(unsafe { avx2::dot(m.row(0), a.view()) }), "nb={nb}: avx2");
                 }
                 if super::super::q4_1::simd() == super::super::q4_1::Simd::Vnni {
                     // SAFETY: as above.
-                    assert!(close(unsafe { vnni::dot(m.row(0), a.token(0)) }), "nb={nb}: vnni");
+                    assert!(close(unsafe { vnni::dot(m.row(0), a.view()) }), "nb={nb}: vnni");
                 }
             }
         }

@@ -12,6 +12,7 @@ sentence-transformers MiniLM/MPNet-style encoders. Anything else stays on candle
 */
 
 use crate::kernels::activations::{exp_inplace, gelu_erf_inplace};
+use crate::kernels::pool::SharedMut;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use gemm::{gemm, Parallelism};
@@ -260,20 +261,6 @@ fn linear(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], rows: usize, k: usiz
     }
 }
 
-/// A raw pointer that rayon tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: each task writes only its own (text, head) block of the context buffer.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Scaled dot-product attention over each text's own rows, for every head.
 fn attention(qkv: &[f32], ctx: &mut [f32], spans: &[(usize, usize)], h: usize, heads: usize) {
     let dh = h / heads;
@@ -321,7 +308,7 @@ fn attention(qkv: &[f32], ctx: &mut [f32], spans: &[(usize, usize)], h: usize, h
             r.iter_mut().for_each(|x| *x *= inv);
         }
         unsafe {
-            let dst = out.get().add(start * h + hd * dh);
+            let dst = out.at(start * h + hd * dh);
             gemm(
                 n,
                 dh,

@@ -14,7 +14,7 @@ pub mod bert;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
 use std::path::Path;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -79,7 +79,7 @@ impl Embedder {
             return Err(Error::file(weights, "model file not found"));
         }
         if device.is_cpu() && own {
-            if let Some(dims) = cpu_dims(&cfg_text) {
+            if let Some(dims) = cpu_dims(&cfg) {
                 let model = Encoder::Cpu(bert::CpuBert::load(weights, dims)?);
                 return Ok(Self { model, tokenizer: tk, plain, device: device.clone(), dim: dims.hidden, max_len });
             }
@@ -148,26 +148,22 @@ impl Embedder {
     }
 }
 
-/// The CPU encoder's shape, if `config.json` describes a model it supports (post-LN BERT, absolute
+/// The CPU encoder's shape, if the config describes a model it supports (BERT, absolute
 /// positions, erf GELU).
-fn cpu_dims(config: &str) -> Option<bert::Dims> {
-    let v: serde_json::Value = serde_json::from_str(config).ok()?;
-    let num = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
-    let act = v.get("hidden_act").and_then(|x| x.as_str()).unwrap_or("gelu");
-    let pos = v.get("position_embedding_type").and_then(|x| x.as_str()).unwrap_or("absolute");
-    let model = v.get("model_type").and_then(|x| x.as_str()).unwrap_or("bert");
-    if act != "gelu" || pos != "absolute" || model != "bert" {
-        return None;
-    }
-    let dims = bert::Dims {
-        hidden: num("hidden_size")?,
-        heads: num("num_attention_heads")?,
-        layers: num("num_hidden_layers")?,
-        intermediate: num("intermediate_size")?,
-        max_positions: num("max_position_embeddings")?,
-        eps: v.get("layer_norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-12) as f32,
-    };
-    (dims.heads > 0 && dims.hidden.is_multiple_of(dims.heads)).then_some(dims)
+fn cpu_dims(cfg: &Config) -> Option<bert::Dims> {
+    let bert = cfg.model_type.as_deref().is_none_or(|t| t == "bert");
+    let supported = bert
+        && matches!(cfg.hidden_act, HiddenAct::Gelu)
+        && matches!(cfg.position_embedding_type, PositionEmbeddingType::Absolute);
+    let heads = cfg.num_attention_heads;
+    (supported && heads > 0 && cfg.hidden_size.is_multiple_of(heads)).then_some(bert::Dims {
+        hidden: cfg.hidden_size,
+        heads,
+        layers: cfg.num_hidden_layers,
+        intermediate: cfg.intermediate_size,
+        max_positions: cfg.max_position_embeddings,
+        eps: cfg.layer_norm_eps as f32,
+    })
 }
 
 /// Cosine similarity of two vectors.

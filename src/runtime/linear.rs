@@ -10,12 +10,11 @@ worker pool instead of three or two), and the output is split afterwards.
 */
 
 use crate::kernels::matmul::matmul;
-use crate::kernels::q4_1::BlockQ4_1;
+use crate::kernels::q4_1::blocks_q4_1;
 use crate::kernels::q4_1_matrix::Q4_1Matrix;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
-use half::f16;
 
 /// `y = x W^T` for a quantized `W` of shape `[rows, cols]`.
 pub enum Linear {
@@ -35,15 +34,7 @@ impl Linear {
         let dims = w.shape().dims().to_vec();
         if w.dtype() == GgmlDType::Q4_1 && device.is_cpu() && dims.len() == 2 && own_kernels() {
             let bytes = w.data()?;
-            let blocks = bytes
-                .chunks_exact(20)
-                .map(|b| BlockQ4_1 {
-                    d: f16::from_le_bytes([b[0], b[1]]),
-                    m: f16::from_le_bytes([b[2], b[3]]),
-                    qs: b[4..20].try_into().expect("16 bytes"),
-                })
-                .collect::<Vec<_>>();
-            if let Some(m) = Q4_1Matrix::from_blocks(&blocks, dims[0], dims[1]) {
+            if let Some(m) = blocks_q4_1(&bytes).and_then(|b| Q4_1Matrix::from_blocks(b, dims[0], dims[1])) {
                 return Ok(Linear::Q4_1(m));
             }
         }
@@ -114,6 +105,8 @@ impl LinearGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::q4_1::BlockQ4_1;
+    use half::f16;
 
     fn q4_1(rows: usize, cols: usize, seed: u8) -> Linear {
         let blocks: Vec<BlockQ4_1> = (0..rows * cols / 32)

@@ -29,15 +29,7 @@ fn minilm_ids_and_embeddings_match_sentence_transformers() {
 #[test]
 fn the_cpu_encoder_matches_candles_bert_on_mixed_lengths() {
     let fast = util::minilm();
-    let r = util::store().resolve(util::MINILM).unwrap();
-    let reference = pagemind::embed::Embedder::load_candle(
-        &r.file("model.safetensors"),
-        &r.file("config.json"),
-        &r.file("tokenizer.json"),
-        256,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let reference = util::load_minilm(pagemind::embed::Embedder::load_candle);
     // Lengths from one token to past the 256-token truncation, in one batch, so packing (fast) and
     // padding with masks (candle) must agree text by text.
     let long = "paging memory between tiers ".repeat(80);

@@ -63,18 +63,20 @@ pub fn qwen() -> Option<&'static ChatModel> {
 /// The default embedding model, loaded once.
 pub fn minilm() -> &'static Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
-    E.get_or_init(|| {
-        let r = store().resolve(MINILM).unwrap_or_else(|e| panic!("{e}"));
-        Embedder::load(
-            &r.file("model.safetensors"),
-            &r.file("config.json"),
-            &r.file("tokenizer.json"),
-            256,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap()
-    })
+    E.get_or_init(|| load_minilm(Embedder::load))
 }
+
+/// MiniLM from the store through `load` (`Embedder::load`, or `Embedder::load_candle` for the
+/// reference encoder), 256-token truncation, on the CPU.
+pub fn load_minilm(load: EmbedderLoader) -> Embedder {
+    let r = store().resolve(MINILM).unwrap_or_else(|e| panic!("{e}"));
+    let (w, c, t) = (r.file("model.safetensors"), r.file("config.json"), r.file("tokenizer.json"));
+    load(&w, &c, &t, 256, &candle_core::Device::Cpu).unwrap()
+}
+
+/// The signature of the `Embedder` constructors.
+pub type EmbedderLoader =
+    fn(&std::path::Path, &std::path::Path, &std::path::Path, usize, &candle_core::Device) -> pagemind::Result<Embedder>;
 
 /// The pagemind binary with `home` as its store.
 pub fn pagemind(home: Option<&Path>) -> Command {
