@@ -9,6 +9,7 @@ pay for it. Grouped-query attention: query head `h` reads KV head `h / n_rep`.
 */
 
 use crate::kernels::activations::exp_inplace;
+use crate::kernels::pool::{parallel, SharedMut};
 use crate::Result;
 use candle_core::{Storage, Tensor};
 
@@ -42,7 +43,7 @@ pub fn decode(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<T
             let vb = &vd[vl.start_offset() + g * vst[1]..][..len * d];
             let qh = &q[h * d..(h + 1) * d];
             for (s, krow) in scores.iter_mut().zip(kb.chunks_exact(d)) {
-                *s = dot(qh, krow) * scale;
+                *s = qh.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() * scale;
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             scores.iter_mut().for_each(|s| *s -= max);
@@ -56,46 +57,15 @@ pub fn decode(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<T
             o.iter_mut().for_each(|x| *x *= inv);
         }
     };
-    if n_head * len * d < PARALLEL_MIN {
-        run(0..n_head, &mut out);
-    } else {
-        let ptr = HeadsOut(out.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(n_head, |heads| {
-            // SAFETY: each worker gets a disjoint range of heads and writes only their d-wide
-            // rows of `out`, which outlives the pool call.
-            let o = unsafe { std::slice::from_raw_parts_mut(ptr.at(heads.start * d), heads.len() * d) };
-            run(heads, o);
-        });
-    }
+    let ptr = SharedMut(out.as_mut_ptr());
+    parallel(n_head, n_head * len * d >= PARALLEL_MIN, |heads| {
+        // SAFETY: each call gets a disjoint range of heads and writes only their d-wide rows of
+        // `out`, which outlives the pool call.
+        let o = unsafe { std::slice::from_raw_parts_mut(ptr.at(heads.start * d), heads.len() * d) };
+        run(heads, o);
+    });
     drop((ks, vs));
     Ok(Some(Tensor::from_vec(out, (1, 1, n_head * d), &candle_core::Device::Cpu)?))
-}
-
-/// A dot product in 16 independent lanes, so it vectorizes (a plain `sum()` of products is a
-/// serial chain of f32 adds, which the compiler may not reorder).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[derive(Clone, Copy)]
-struct HeadsOut(*mut f32);
-// SAFETY: workers write disjoint head rows (see `decode`).
-unsafe impl Send for HeadsOut {}
-unsafe impl Sync for HeadsOut {}
-impl HeadsOut {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers pass in-bounds offsets of `out`.
-        unsafe { self.0.add(i) }
-    }
 }
 
 #[cfg(test)]
