@@ -5,19 +5,26 @@
 - [`q4_1`]: Q4_1 x Q8_1 dot product, AVX2+FMA (checked at run time) with a scalar reference.
 - [`q4_1_matrix`]: Q4_1 matrices in a row layout (structure of arrays) and the decode kernel
   that reduces eight blocks at once.
+- [`q8_k`], [`q4_k`], [`q6_k`]: k-quant weights (GGML blocks, read in place) times Q8_K
+  activations, AVX2 and AVX-512 VNNI flavours with scalar references; [`k_matmul`]: their
+  matrix products (Qwen2.5 Q4_K_M's layers).
 - [`pool`]: splitting work over candle's CPU worker pool.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
 
 Every SIMD kernel has a scalar reference and tests comparing the two on random blocks and edge
-values. Types candle already vectorizes (Q4_K, Q6_K, Q8_0) stay on candle's kernels.
+values. Q8_0 (SmolLM2's output projection) stays on candle's kernel.
 */
 
 pub mod activations;
+pub mod k_matmul;
 pub mod matmul;
 pub mod pool;
 pub mod q4_1;
 pub mod q4_1_matrix;
+pub mod q4_k;
+pub mod q6_k;
+pub mod q8_k;
 
 /// Whether this x86-64 CPU has AVX2 and FMA (cached by std).
 #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,8 @@
-/*! A linear layer on quantized weights: pagemind's own kernel where candle has no SIMD one.
+/*! A linear layer on quantized weights: pagemind's own kernels on the CPU, candle's elsewhere.
 
-[`Linear::new`] keeps Q4_1 weights on the CPU in pagemind's layout and multiplies with
-[`crate::kernels::matmul::matmul_q4_1`] (AVX2 Q4_1 x Q8_1); every other case goes to candle's
+[`Linear::new`] keeps Q4_1 weights on the CPU in pagemind's row layout
+([`crate::kernels::matmul`]) and Q4_K / Q6_K weights as their GGML blocks
+([`crate::kernels::k_matmul`]); every other case (Q8_0, F16, GPU devices) goes to candle's
 `QMatMul`. Setting `PAGEMIND_KERNELS=candle` forces candle everywhere, for A/B benchmarks.
 
 [`LinearGroup`] holds the layers that read the same input (Q/K/V; gate/up): when all are on
@@ -9,17 +10,24 @@ pagemind's kernel they become one product (one activation quantization, one trip
 worker pool instead of three or two), and the output is split afterwards.
 */
 
+use crate::kernels::k_matmul::{self, KMatrix};
 use crate::kernels::matmul::matmul;
 use crate::kernels::q4_1::blocks_q4_1;
 use crate::kernels::q4_1_matrix::Q4_1Matrix;
+use crate::kernels::q4_k::BlockQ4K;
+use crate::kernels::q6_k::BlockQ6K;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
 
 /// `y = x W^T` for a quantized `W` of shape `[rows, cols]`.
 pub enum Linear {
-    /// Q4_1 weights on the CPU, multiplied by pagemind's kernels.
+    /// Q4_1 weights on the CPU in pagemind's row layout.
     Q4_1(Q4_1Matrix),
+    /// Q4_K weights on the CPU (GGML blocks).
+    Q4K(KMatrix<BlockQ4K>),
+    /// Q6_K weights on the CPU (GGML blocks).
+    Q6K(KMatrix<BlockQ6K>),
     /// Anything else: candle's quantized matmul.
     Candle(QMatMul),
 }
@@ -32,56 +40,97 @@ pub fn own_kernels() -> bool {
 impl Linear {
     pub fn new(w: QTensor, device: &Device) -> Result<Self> {
         let dims = w.shape().dims().to_vec();
-        if w.dtype() == GgmlDType::Q4_1 && device.is_cpu() && dims.len() == 2 && own_kernels() {
-            let bytes = w.data()?;
-            if let Some(m) = blocks_q4_1(&bytes).and_then(|b| Q4_1Matrix::from_blocks(b, dims[0], dims[1])) {
-                return Ok(Linear::Q4_1(m));
+        if device.is_cpu() && dims.len() == 2 && own_kernels() {
+            let (rows, cols) = (dims[0], dims[1]);
+            let own = match w.dtype() {
+                GgmlDType::Q4_1 => {
+                    blocks_q4_1(&w.data()?).and_then(|b| Q4_1Matrix::from_blocks(b, rows, cols)).map(Linear::Q4_1)
+                }
+                GgmlDType::Q4K => KMatrix::from_bytes(&w.data()?, rows, cols).map(Linear::Q4K),
+                GgmlDType::Q6K => KMatrix::from_bytes(&w.data()?, rows, cols).map(Linear::Q6K),
+                _ => None,
+            };
+            if let Some(own) = own {
+                return Ok(own);
             }
         }
         Ok(Linear::Candle(QMatMul::from_qtensor(w)?))
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Output width, for pagemind's kernels (`None` for candle's).
+    fn own_rows(&self) -> Option<usize> {
         match self {
-            Linear::Candle(m) => Ok(m.forward(x)?),
-            Linear::Q4_1(m) => {
-                let mut dims = x.dims().to_vec();
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let out = matmul(m, &xs);
-                *dims.last_mut().expect("at least one dim") = m.rows;
-                Ok(Tensor::from_vec(out, dims, x.device())?)
-            }
+            Linear::Q4_1(m) => Some(m.rows),
+            Linear::Q4K(m) => Some(m.rows),
+            Linear::Q6K(m) => Some(m.rows),
+            Linear::Candle(_) => None,
         }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = match (self, self.own_rows()) {
+            (Linear::Candle(m), _) => return Ok(m.forward(x)?),
+            (_, rows) => rows.expect("own kernel"),
+        };
+        let mut dims = x.dims().to_vec();
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = match self {
+            Linear::Q4_1(m) => matmul(m, &xs),
+            Linear::Q4K(m) => k_matmul::matmul(m, &xs),
+            Linear::Q6K(m) => k_matmul::matmul(m, &xs),
+            Linear::Candle(_) => unreachable!("handled above"),
+        };
+        *dims.last_mut().expect("at least one dim") = rows;
+        Ok(Tensor::from_vec(out, dims, x.device())?)
     }
 }
 
 /// Linear layers applied to the same input, fused into one product where possible.
 pub enum LinearGroup {
-    /// One Q4_1 product over the stacked rows; `sizes` are each part's output width.
+    /// One product over the stacked rows; `sizes` are each part's output width.
     Fused { linear: Linear, sizes: Vec<usize> },
     /// Parts on candle's kernels (or of mixed types), run one by one.
     Separate(Vec<Linear>),
 }
 
-impl LinearGroup {
-    /// Stack `parts` if they are all Q4_1 with the same input width.
-    pub fn new(parts: Vec<Linear>) -> Self {
-        let cols = match parts.first() {
-            Some(Linear::Q4_1(m)) => m.cols,
-            _ => return LinearGroup::Separate(parts),
-        };
-        if !parts.iter().all(|p| matches!(p, Linear::Q4_1(m) if m.cols == cols)) {
-            return LinearGroup::Separate(parts);
-        }
-        let mut mats = Vec::with_capacity(parts.len());
-        for p in parts {
-            if let Linear::Q4_1(m) = p {
-                mats.push(m);
+/// Stack same-typed matrices of pagemind's kernels, or give the parts back.
+fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
+    macro_rules! same {
+        ($variant:ident, $concat:expr) => {
+            if parts.iter().all(|p| matches!(p, Linear::$variant(_))) {
+                let mats: Vec<_> = parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Linear::$variant(m) => m,
+                        _ => unreachable!("checked above"),
+                    })
+                    .collect();
+                let cols = mats[0].cols;
+                if mats.iter().all(|m| m.cols == cols) {
+                    return Ok(Linear::$variant($concat(mats).expect("same widths, checked above")));
+                }
+                return Err(mats.into_iter().map(Linear::$variant).collect());
             }
+        };
+    }
+    if parts.is_empty() {
+        return Err(parts);
+    }
+    same!(Q4_1, Q4_1Matrix::concat);
+    same!(Q4K, KMatrix::concat);
+    same!(Q6K, KMatrix::concat);
+    Err(parts)
+}
+
+impl LinearGroup {
+    /// Stack `parts` if they are all on the same one of pagemind's kernels, with the same input
+    /// width.
+    pub fn new(parts: Vec<Linear>) -> Self {
+        let sizes: Vec<usize> = parts.iter().map(|p| p.own_rows().unwrap_or(0)).collect();
+        match stack(parts) {
+            Ok(linear) => LinearGroup::Fused { linear, sizes },
+            Err(parts) => LinearGroup::Separate(parts),
         }
-        let sizes = mats.iter().map(|m| m.rows).collect();
-        let fused = Q4_1Matrix::concat(mats).expect("same widths, checked above");
-        LinearGroup::Fused { linear: Linear::Q4_1(fused), sizes }
     }
 
     /// Each part's output, in the order given to [`LinearGroup::new`].
