@@ -5,12 +5,15 @@ into an aligned vector at load; no repacked second copy). [`KBlock`] names each 
 dot product. [`matmul`] quantizes each token to Q8_K once (tokens split across the pool), then
 splits the output rows across candle's CPU worker pool: each worker meets every token with one
 weight row while that row is in L1, so decode (one token) streams the weights once and prefill
-reads them once per batch.
+reads them once per batch. [`matmul_x8`] does the same on eight-row interleaved Q4_K
+and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX-512 VNNI path, with tokens in tiles of [`TOKEN_TILE`].
 */
 
 use super::pool::{parallel, SharedMut as Out};
 use super::q4_k::BlockQ4K;
+use super::q4_k_x8::Q4Kx8Matrix;
 use super::q6_k::BlockQ6K;
+use super::q6_k_x8::Q6Kx8Matrix;
 use super::q8_k::{quantize_q8_k, BlockQ8K, QK_K};
 
 /// Below this many block products, the calling thread does the work alone.
@@ -74,6 +77,11 @@ impl<B: KBlock> KMatrix<B> {
         (cols.is_multiple_of(QK_K) && blocks.len() == rows * cols / QK_K).then_some(Self { rows, cols, blocks })
     }
 
+    /// All blocks, row-major.
+    pub fn blocks(&self) -> &[B] {
+        &self.blocks
+    }
+
     /// Row `r`'s blocks.
     pub fn row(&self, r: usize) -> &[B] {
         let nb = self.cols / QK_K;
@@ -95,12 +103,10 @@ impl<B: KBlock> KMatrix<B> {
     }
 }
 
-/// `x` is `[tokens, w.cols]` row-major; returns `[tokens, w.rows]`.
-pub fn matmul<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
-    let (rows, cols) = (w.rows, w.cols);
+/// Each token of `x` (`[tokens, cols]`) as Q8_K blocks, tokens split across the pool.
+fn quantize_tokens(x: &[f32], cols: usize) -> Vec<BlockQ8K> {
     assert!(x.len().is_multiple_of(cols), "matmul: activation shape");
-    let tokens = x.len() / cols;
-    let nb = cols / QK_K;
+    let (tokens, nb) = (x.len() / cols, cols / QK_K);
     let mut y = vec![BlockQ8K::ZERO; tokens * nb];
     let y_out = Out(y.as_mut_ptr());
     parallel(tokens, tokens * nb >= 64, |range| {
@@ -110,6 +116,15 @@ pub fn matmul<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
             quantize_q8_k(&x[t * cols..(t + 1) * cols], q);
         }
     });
+    y
+}
+
+/// `x` is `[tokens, w.cols]` row-major; returns `[tokens, w.rows]`.
+pub fn matmul<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
+    let y = quantize_tokens(x, cols);
+    let nb = cols / QK_K;
+    let tokens = y.len() / nb;
     let mut out = vec![0f32; rows * tokens];
     let o = Out(out.as_mut_ptr());
     let y = &y;
@@ -119,6 +134,80 @@ pub fn matmul<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
             for t in 0..tokens {
                 // SAFETY: row r is written only by the worker owning it.
                 unsafe { *o.at(t * rows + r) = B::dot(row, &y[t * nb..(t + 1) * nb]) };
+            }
+        }
+    });
+    out
+}
+
+/// Tokens per tile of [`matmul_x8`]'s outer loop: their activations stay in L2 while a worker
+/// walks its row groups.
+const TOKEN_TILE: usize = 32;
+
+/// A matrix of eight-row interleaved groups ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]).
+pub trait X8Matrix: Sync {
+    /// `(rows, cols)`.
+    fn shape(&self) -> (usize, usize);
+    /// Group `g`'s eight rows times `T` tokens: `out[t][r]`.
+    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T];
+}
+
+impl X8Matrix for Q4Kx8Matrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+        super::q4_k_x8::dot_x8(self.group(g), ys)
+    }
+}
+
+impl X8Matrix for Q6Kx8Matrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+        super::q6_k_x8::dot_x8(self.group(g), ys)
+    }
+}
+
+/// [`matmul`] for eight-row interleaved matrices: workers take row groups; each group meets the
+/// tokens four at a time.
+pub fn matmul_x8<M: X8Matrix>(w: &M, x: &[f32]) -> Vec<f32> {
+    let (rows, cols) = w.shape();
+    let y = quantize_tokens(x, cols);
+    let nb = cols / QK_K;
+    let tokens = y.len() / nb;
+    let mut out = vec![0f32; rows * tokens];
+    let o = Out(out.as_mut_ptr());
+    let y = &y;
+    let yt = |t: usize| &y[t * nb..(t + 1) * nb];
+    let groups = rows / 8;
+    parallel(groups, groups * tokens * nb >= PARALLEL_MIN_BLOCKS / 8, |range| {
+        let store = |g: usize, t: usize, v: &[f32; 8]| {
+            for (i, x) in v.iter().enumerate() {
+                // SAFETY: group g's rows are written only by the worker owning it.
+                unsafe { *o.at(t * rows + 8 * g + i) = *x };
+            }
+        };
+        for tile in (0..tokens).step_by(TOKEN_TILE) {
+            let end = (tile + TOKEN_TILE).min(tokens);
+            for g in range.clone() {
+                let mut t = tile;
+                while t + 4 <= end {
+                    let v = w.tile(g, [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)]);
+                    v.iter().enumerate().for_each(|(i, v)| store(g, t + i, v));
+                    t += 4;
+                }
+                match end - t {
+                    3 => w
+                        .tile(g, [yt(t), yt(t + 1), yt(t + 2)])
+                        .iter()
+                        .enumerate()
+                        .for_each(|(i, v)| store(g, t + i, v)),
+                    2 => w.tile(g, [yt(t), yt(t + 1)]).iter().enumerate().for_each(|(i, v)| store(g, t + i, v)),
+                    1 => store(g, t, &w.tile(g, [yt(t)])[0]),
+                    _ => {}
+                }
             }
         }
     });
@@ -141,12 +230,13 @@ pub fn matmul_reference<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::super::q4_k::tests::{blocks, rng};
+    use super::super::q6_k::BlockQ6K;
     use super::*;
 
     #[test]
     fn matches_the_reference_for_decode_and_prefill_shapes() {
         let mut r = rng(5);
-        for (rows, cols, tokens) in [(3, 256, 1), (130, 1536, 1), (65, 512, 7), (9, 768, 33)] {
+        for (rows, cols, tokens) in [(3, 256, 1), (136, 1536, 1), (64, 512, 7), (9, 768, 33), (16, 512, 38)] {
             let w = KMatrix::from_blocks(blocks(rows * cols / QK_K, &mut r), rows, cols).unwrap();
             let x: Vec<f32> = (0..tokens * cols).map(|_| (r() % 2001) as f32 / 1000.0 - 1.0).collect();
             let want = matmul_reference(&w, &x);
@@ -154,6 +244,34 @@ mod tests {
             assert_eq!(got.len(), rows * tokens);
             for (i, (g, q)) in got.iter().zip(&want).enumerate() {
                 assert!((g - q).abs() <= 1e-4 * (1.0 + q.abs()), "{rows}x{cols}x{tokens} [{i}]: {g} vs {q}");
+            }
+            if rows % 8 == 0 {
+                let x8 = Q4Kx8Matrix::from_blocks(&w.blocks, rows, cols).unwrap();
+                let got = matmul_x8(&x8, &x);
+                for (i, (g, q)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - q).abs() <= 1e-4 * (1.0 + q.abs()), "x8 {rows}x{cols}x{tokens} [{i}]: {g} vs {q}");
+                }
+                // Q6_K: the same shapes, blocks made from the same random bytes.
+                let w6: Vec<BlockQ6K> = (0..rows * cols / QK_K)
+                    .map(|_| BlockQ6K {
+                        ql: std::array::from_fn(|_| r() as u8),
+                        qh: std::array::from_fn(|_| r() as u8),
+                        scales: std::array::from_fn(|_| r() as i8),
+                        d: half::f16::from_f32((r() % 1000) as f32 / 1e5),
+                    })
+                    .collect();
+                let want = matmul_reference(&KMatrix::from_blocks(w6.clone(), rows, cols).unwrap(), &x);
+                let plain = matmul(&KMatrix::from_blocks(w6.clone(), rows, cols).unwrap(), &x);
+                let got = matmul_x8(&Q6Kx8Matrix::from_blocks(&w6, rows, cols).unwrap(), &x);
+                for (i, q) in want.iter().enumerate() {
+                    let ok = |g: f32| (g - q).abs() <= 1e-4 * (1.0 + q.abs());
+                    assert!(
+                        ok(got[i]) && ok(plain[i]),
+                        "q6_k {rows}x{cols}x{tokens} [{i}]: {} {} vs {q}",
+                        got[i],
+                        plain[i]
+                    );
+                }
             }
         }
     }

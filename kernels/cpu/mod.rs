@@ -7,7 +7,8 @@
   that reduces eight blocks at once.
 - [`q8_k`], [`q4_k`], [`q6_k`]: k-quant weights (GGML blocks, read in place) times Q8_K
   activations, AVX2 and AVX-512 VNNI flavours with scalar references; [`k_matmul`]: their
-  matrix products (Qwen2.5 Q4_K_M's layers).
+  matrix products (Qwen2.5 Q4_K_M's layers); [`q4_k_x8`]: Q4_K with eight rows interleaved
+  for AVX-512 VNNI (decode and prefill tiles of up to four tokens); [`q6_k_x8`]: the same for Q6_K.
 - [`pool`]: splitting work over candle's CPU worker pool.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
@@ -23,7 +24,9 @@ pub mod pool;
 pub mod q4_1;
 pub mod q4_1_matrix;
 pub mod q4_k;
+pub mod q4_k_x8;
 pub mod q6_k;
+pub mod q6_k_x8;
 pub mod q8_k;
 
 /// Whether this x86-64 CPU has AVX2 and FMA (cached by std).

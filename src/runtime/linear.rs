@@ -2,7 +2,7 @@
 
 [`Linear::new`] keeps Q4_1 weights on the CPU in pagemind's row layout
 ([`crate::kernels::matmul`]) and Q4_K / Q6_K weights as their GGML blocks
-([`crate::kernels::k_matmul`]); every other case (Q8_0, F16, GPU devices) goes to candle's
+([`crate::kernels::k_matmul`]; Q4_K and Q6_K with eight rows interleaved where the CPU has AVX-512 VNNI); every other case (Q8_0, F16, GPU devices) goes to candle's
 `QMatMul`. Setting `PAGEMIND_KERNELS=candle` forces candle everywhere, for A/B benchmarks.
 
 [`LinearGroup`] holds the layers that read the same input (Q/K/V; gate/up): when all are on
@@ -15,7 +15,9 @@ use crate::kernels::matmul::matmul;
 use crate::kernels::q4_1::blocks_q4_1;
 use crate::kernels::q4_1_matrix::Q4_1Matrix;
 use crate::kernels::q4_k::BlockQ4K;
+use crate::kernels::q4_k_x8::{self, Q4Kx8Matrix};
 use crate::kernels::q6_k::BlockQ6K;
+use crate::kernels::q6_k_x8::Q6Kx8Matrix;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
@@ -26,8 +28,12 @@ pub enum Linear {
     Q4_1(Q4_1Matrix),
     /// Q4_K weights on the CPU (GGML blocks).
     Q4K(KMatrix<BlockQ4K>),
+    /// Q4_K weights on an AVX-512 VNNI CPU, eight rows interleaved.
+    Q4Kx8(Q4Kx8Matrix),
     /// Q6_K weights on the CPU (GGML blocks).
     Q6K(KMatrix<BlockQ6K>),
+    /// Q6_K weights on an AVX-512 VNNI CPU, eight rows interleaved.
+    Q6Kx8(Q6Kx8Matrix),
     /// Anything else: candle's quantized matmul.
     Candle(QMatMul),
 }
@@ -46,8 +52,18 @@ impl Linear {
                 GgmlDType::Q4_1 => {
                     blocks_q4_1(&w.data()?).and_then(|b| Q4_1Matrix::from_blocks(b, rows, cols)).map(Linear::Q4_1)
                 }
-                GgmlDType::Q4K => KMatrix::from_bytes(&w.data()?, rows, cols).map(Linear::Q4K),
-                GgmlDType::Q6K => KMatrix::from_bytes(&w.data()?, rows, cols).map(Linear::Q6K),
+                GgmlDType::Q4K => KMatrix::<BlockQ4K>::from_bytes(&w.data()?, rows, cols).map(|m| {
+                    match q4_k_x8::available().then(|| Q4Kx8Matrix::from_blocks(m.blocks(), rows, cols)).flatten() {
+                        Some(x8) => Linear::Q4Kx8(x8),
+                        None => Linear::Q4K(m),
+                    }
+                }),
+                GgmlDType::Q6K => KMatrix::<BlockQ6K>::from_bytes(&w.data()?, rows, cols).map(|m| {
+                    match q4_k_x8::available().then(|| Q6Kx8Matrix::from_blocks(m.blocks(), rows, cols)).flatten() {
+                        Some(x8) => Linear::Q6Kx8(x8),
+                        None => Linear::Q6K(m),
+                    }
+                }),
                 _ => None,
             };
             if let Some(own) = own {
@@ -62,7 +78,9 @@ impl Linear {
         match self {
             Linear::Q4_1(m) => Some(m.rows),
             Linear::Q4K(m) => Some(m.rows),
+            Linear::Q4Kx8(m) => Some(m.rows),
             Linear::Q6K(m) => Some(m.rows),
+            Linear::Q6Kx8(m) => Some(m.rows),
             Linear::Candle(_) => None,
         }
     }
@@ -77,7 +95,9 @@ impl Linear {
         let out = match self {
             Linear::Q4_1(m) => matmul(m, &xs),
             Linear::Q4K(m) => k_matmul::matmul(m, &xs),
+            Linear::Q4Kx8(m) => k_matmul::matmul_x8(m, &xs),
             Linear::Q6K(m) => k_matmul::matmul(m, &xs),
+            Linear::Q6Kx8(m) => k_matmul::matmul_x8(m, &xs),
             Linear::Candle(_) => unreachable!("handled above"),
         };
         *dims.last_mut().expect("at least one dim") = rows;
@@ -118,7 +138,9 @@ fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
     }
     same!(Q4_1, Q4_1Matrix::concat);
     same!(Q4K, KMatrix::concat);
+    same!(Q4Kx8, Q4Kx8Matrix::concat);
     same!(Q6K, KMatrix::concat);
+    same!(Q6Kx8, Q6Kx8Matrix::concat);
     Err(parts)
 }
 

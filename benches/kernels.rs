@@ -1,0 +1,67 @@
+//! Quantized matrix products, pagemind's kernels against candle's `QMatMul` on the same weights
+//! in the same run: random weights quantized to each type the models use, Qwen2.5-1.5B's and
+//! SmolLM2's layer shapes, one token (decode) and a 64-token batch (prefill). One JSON line per
+//! (type, shape, tokens) with both times (median of the repetitions), ours in weights/ns, and
+//! the ratio candle / ours (above 1: ours is faster). `cargo bench --bench kernels [-- --quick]`.
+
+mod common;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use common::*;
+use pagemind::runtime::linear::Linear;
+use serde_json::json;
+
+fn weights(rows: usize, cols: usize, dtype: GgmlDType, seed: u64) -> QTensor {
+    let mut r = Rng(seed);
+    let w: Vec<f32> = (0..rows * cols).map(|_| r.f() * 0.05).collect();
+    let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+    QTensor::quantize(&t, dtype).unwrap()
+}
+
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm up (page in, first pool wake-up)
+    let mut v: Vec<f64> = (0..reps).map(|_| time_us(&mut f) / 1e3).collect();
+    p50_p99(&mut v).0
+}
+
+fn main() {
+    let quick = quick();
+    let shapes: &[(&str, usize, usize)] = if quick {
+        &[("qwen.attn_q", 256, 512)]
+    } else {
+        &[("qwen.attn_q", 1536, 1536), ("qwen.ffn_up", 8960, 1536), ("qwen.ffn_down", 1536, 8960)]
+    };
+    let reps = if quick { 3 } else { 20 };
+    for &dtype in &[GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q4_1] {
+        for &(name, rows, cols) in shapes {
+            let (shape_name, rows, cols) = if dtype == GgmlDType::Q4_1 && !quick {
+                ("smollm.ffn_up", 1536, 576) // SmolLM2's shape for its type
+            } else {
+                (name, rows, cols)
+            };
+            let ours = Linear::new(weights(rows, cols, dtype, 7), &Device::Cpu).unwrap();
+            let theirs = QMatMul::from_qtensor(weights(rows, cols, dtype, 7)).unwrap();
+            for tokens in [1, 64] {
+                let mut r = Rng(11);
+                let x: Vec<f32> = (0..tokens * cols).map(|_| r.f()).collect();
+                let x = Tensor::from_vec(x, (1, tokens, cols), &Device::Cpu).unwrap();
+                let (a, b) = (ours.forward(&x).unwrap(), theirs.forward(&x).unwrap());
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let t_ours = median_ms(reps, || drop(ours.forward(&x).unwrap()));
+                let t_candle = median_ms(reps, || drop(theirs.forward(&x).unwrap()));
+                let line = json!({
+                    "bench": "kernels", "dtype": format!("{dtype:?}"), "shape": shape_name,
+                    "rows": rows, "cols": cols, "tokens": tokens,
+                    "ours_ms": r2(t_ours * 100.0) / 100.0, "candle_ms": r2(t_candle * 100.0) / 100.0,
+                    "ours_weights_per_ns": r2((rows * cols * tokens) as f64 / (t_ours * 1e6)),
+                    "ratio": r2(t_candle / t_ours), "max_abs_diff": diff,
+                });
+                println!("{line}");
+            }
+            if dtype == GgmlDType::Q4_1 && !quick {
+                break; // one shape for SmolLM2's type
+            }
+        }
+    }
+}
