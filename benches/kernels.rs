@@ -2,7 +2,9 @@
 //! in the same run: random weights quantized to each type the models use, Qwen2.5-1.5B's and
 //! SmolLM2's layer shapes, one token (decode) and a 64-token batch (prefill). One JSON line per
 //! (type, shape, tokens) with both times (median of the repetitions), ours in weights/ns, and
-//! the ratio candle / ours (above 1: ours is faster). `cargo bench --bench kernels [-- --quick]`.
+//! the ratio candle / ours (above 1: ours is faster). Decode is also timed with the weights
+//! coming from memory (`dram_*_ms`: a pass over copies larger than the L3 cache), as in a real
+//! decode step. `cargo bench --bench kernels [-- --quick]`.
 
 mod common;
 
@@ -50,7 +52,25 @@ fn main() {
                 let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 let t_ours = median_ms(reps, || drop(ours.forward(&x).unwrap()));
                 let t_candle = median_ms(reps, || drop(theirs.forward(&x).unwrap()));
+                // Decode with the weights streamed from memory: cycle through copies larger than L3.
+                let (dram_ours, dram_candle) = if tokens == 1 && !quick {
+                    let copies = (256 << 20) / (rows * cols / 2) + 1;
+                    let o: Vec<Linear> = (0..copies)
+                        .map(|i| Linear::new(weights(rows, cols, dtype, 7 + i as u64), &Device::Cpu).unwrap())
+                        .collect();
+                    let c: Vec<QMatMul> = (0..copies)
+                        .map(|i| QMatMul::from_qtensor(weights(rows, cols, dtype, 7 + i as u64)).unwrap())
+                        .collect();
+                    let per = |t: f64| r2(t * 100.0 / copies as f64) / 100.0;
+                    (
+                        per(median_ms(5, || o.iter().for_each(|l| drop(l.forward(&x).unwrap())))),
+                        per(median_ms(5, || c.iter().for_each(|l| drop(l.forward(&x).unwrap())))),
+                    )
+                } else {
+                    (0.0, 0.0)
+                };
                 let line = json!({
+                    "dram_ours_ms": dram_ours, "dram_candle_ms": dram_candle,
                     "bench": "kernels", "dtype": format!("{dtype:?}"), "shape": shape_name,
                     "rows": rows, "cols": cols, "tokens": tokens,
                     "ours_ms": r2(t_ours * 100.0) / 100.0, "candle_ms": r2(t_candle * 100.0) / 100.0,

@@ -164,6 +164,9 @@ mod avx512 {
     use super::{BlockQ4Kx8, BlockQ8K};
     use std::arch::x86_64::*;
 
+    /// Bytes ahead of each nibble load to prefetch (two blocks of eight rows).
+    const PREFETCH: usize = 2 * std::mem::size_of::<BlockQ4Kx8>();
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn dot_x8<const T: usize>(g: &[BlockQ4Kx8], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
         let m4 = _mm512_set1_epi8(0x0F);
@@ -179,7 +182,9 @@ mod avx512 {
                 let mut alo = [_mm512_setzero_si512(); T];
                 let mut ahi = [_mm512_setzero_si512(); T];
                 for h in 0..4 {
-                    let w = _mm512_loadu_si512(blk.qs.as_ptr().add(256 * c + 64 * h) as *const _);
+                    let at = blk.qs.as_ptr().add(256 * c + 64 * h);
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
+                    let w = _mm512_loadu_si512(at as *const _);
                     let lo = _mm512_and_si512(w, m4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
                     for t in 0..T {

@@ -146,6 +146,9 @@ mod avx512 {
     use super::{BlockQ6Kx8, BlockQ8K};
     use std::arch::x86_64::*;
 
+    /// Bytes ahead of each quant load to prefetch (two blocks of eight rows).
+    const PREFETCH: usize = 2 * std::mem::size_of::<BlockQ6Kx8>();
+
     // Index loops: `a[t][i]` is read across tokens for each sub-block `i`.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -170,9 +173,17 @@ mod avx512 {
                     // a[t][i]: sub-block 8n + 2i + hp (values 128n + 32i + 16hp ..+16).
                     let mut a = [[_mm512_setzero_si512(); 4]; T];
                     for h in 2 * hp..2 * hp + 2 {
-                        let qh = _mm512_loadu_si512(blk.qh.as_ptr().add(256 * n + 64 * h) as *const _);
-                        let la = _mm512_loadu_si512(blk.ql.as_ptr().add(512 * n + 64 * h) as *const _);
-                        let lb = _mm512_loadu_si512(blk.ql.as_ptr().add(512 * n + 64 * (h + 4)) as *const _);
+                        let (ph, pa, pb) = (
+                            blk.qh.as_ptr().add(256 * n + 64 * h),
+                            blk.ql.as_ptr().add(512 * n + 64 * h),
+                            blk.ql.as_ptr().add(512 * n + 64 * (h + 4)),
+                        );
+                        for p in [ph, pa, pb] {
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                        }
+                        let qh = _mm512_loadu_si512(ph as *const _);
+                        let la = _mm512_loadu_si512(pa as *const _);
+                        let lb = _mm512_loadu_si512(pb as *const _);
                         let q = [
                             _mm512_or_si512(_mm512_and_si512(la, m4), _mm512_slli_epi16(_mm512_and_si512(qh, m3), 4)),
                             _mm512_or_si512(
