@@ -11,8 +11,9 @@ use super::ChatModel;
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 
-/// Prompt tokens evaluated per forward call during prefill.
-pub const PREFILL_BATCH: usize = 512;
+/// Prompt tokens evaluated per forward call during prefill (256 keeps the largest activation
+/// buffers, Qwen2.5-1.5B's gate/up output, under the 32 MiB that `main` lets glibc reuse).
+pub const PREFILL_BATCH: usize = 256;
 
 /// What the last [`Session::eval`] did.
 #[derive(Debug, Clone, Copy, Default)]
