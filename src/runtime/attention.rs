@@ -46,16 +46,12 @@ pub fn decode(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<T
             let vb = &vd[vl.start_offset() + g * vst[1]..][..len * d];
             let qh = &q[h * d..(h + 1) * d];
             score(qh, kb, scale, &mut scores);
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = max_of(&scores);
             scores.iter_mut().for_each(|s| *s -= max);
             exp_inplace(&mut scores);
             let inv = 1.0 / scores.iter().sum::<f32>();
-            let o = &mut out[i * d..(i + 1) * d];
-            o.fill(0.0);
-            for (p, vrow) in scores.iter().zip(vb.chunks_exact(d)) {
-                o.iter_mut().zip(vrow).for_each(|(acc, x)| *acc += p * x);
-            }
-            o.iter_mut().for_each(|x| *x *= inv);
+            weighted_sum(&scores, vb, &mut out[i * d..(i + 1) * d]);
+            out[i * d..(i + 1) * d].iter_mut().for_each(|x| *x *= inv);
         }
     };
     let ptr = SharedMut(out.as_mut_ptr());
@@ -94,6 +90,43 @@ pub fn score(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
     }
     for (s, krow) in s8.into_remainder().iter_mut().zip(k8.remainder().chunks_exact(d)) {
         *s = q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() * scale;
+    }
+}
+
+/// The largest score (max is exact in any order, so sixteen lanes then a fold).
+fn max_of(v: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, x)| *m = m.max(*x));
+    }
+    chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Values per register-resident slice of the output in [`weighted_sum`].
+const OUT_BLOCK: usize = 64;
+
+/// `o = sum_p w[p] * v_p` over the `o.len()`-wide value rows `v`, each output element summed in
+/// position order (as a row-at-a-time loop rounds), one 64-wide slice of `o` at a time so its
+/// partial sums stay in registers.
+pub fn weighted_sum(w: &[f32], v: &[f32], o: &mut [f32]) {
+    let d = o.len();
+    let mut start = 0;
+    while start < d {
+        let n = OUT_BLOCK.min(d - start);
+        let mut acc = [0f32; OUT_BLOCK];
+        if n == OUT_BLOCK {
+            for (p, row) in w.iter().zip(v.chunks_exact(d)) {
+                let x = &row[start..start + OUT_BLOCK];
+                acc.iter_mut().zip(x).for_each(|(a, x)| *a += p * x);
+            }
+        } else {
+            for (p, row) in w.iter().zip(v.chunks_exact(d)) {
+                acc[..n].iter_mut().zip(&row[start..start + n]).for_each(|(a, x)| *a += p * x);
+            }
+        }
+        o[start..start + n].copy_from_slice(&acc[..n]);
+        start += n;
     }
 }
 
@@ -159,6 +192,29 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn weighted_values_and_max_round_exactly_like_the_plain_loops() {
+        let mut s = 5u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        for (d, n) in [(128, 37), (64, 1), (80, 19), (12, 5)] {
+            let w: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let v: Vec<f32> = (0..n * d).map(|_| rnd() * 3.0).collect();
+            let mut want = vec![0f32; d];
+            for (p, row) in w.iter().zip(v.chunks_exact(d)) {
+                want.iter_mut().zip(row).for_each(|(a, x)| *a += p * x);
+            }
+            let mut got = vec![f32::NAN; d];
+            weighted_sum(&w, &v, &mut got);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "d={d} n={n}");
+            assert_eq!(max_of(&v), v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
+    }
+
     #[test]
     fn scores_round_exactly_like_one_key_at_a_time() {
         let mut s = 3u64;
