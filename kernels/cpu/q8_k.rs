@@ -30,13 +30,9 @@ impl BlockQ8K {
 pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     assert_eq!(x.len(), out.len() * QK_K, "quantize_q8_k: length mismatch");
     for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xs {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The first value of largest magnitude (llama.cpp's choice between +a and -a).
+        let amax = super::q4_1::abs_max(xs);
+        let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         if amax == 0.0 {
             *b = BlockQ8K::ZERO;
             continue;
@@ -62,6 +58,34 @@ pub fn quantize(x: &[f32]) -> Vec<BlockQ8K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama.cpp's scan, the definition of `max`.
+    fn first_extreme(xs: &[f32]) -> (f32, f32) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        (amax, max)
+    }
+
+    #[test]
+    fn the_extreme_is_the_first_of_largest_magnitude() {
+        let base: Vec<f32> = (0..QK_K).map(|i| ((i * 31 % 97) as f32 - 48.0) / 5.0).collect();
+        for (at, other, v) in [(5, 200, 9.5), (5, 200, -9.5), (7, 8, 0.0)] {
+            let mut x = base.clone();
+            x[at] = v;
+            x[other] = -v;
+            let (amax, max) = first_extreme(&x);
+            let q = quantize(&x);
+            assert_eq!(super::super::q4_1::abs_max(&x), amax);
+            if amax > 0.0 {
+                assert_eq!(q[0].d, 1.0 / (-127.0 / max), "extreme at {at}");
+            }
+        }
+    }
 
     #[test]
     fn quantization_keeps_the_extreme_and_the_sums() {
