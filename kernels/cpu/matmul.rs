@@ -36,10 +36,12 @@ pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
             quantize_q8_1(&x[t * cols..(t + 1) * cols], q);
         }
     });
+    let ds: Vec<[f32; 2]> = xq.iter().map(|b| [b.d.to_f32(), b.s.to_f32()]).collect();
     let mut out = vec![0f32; rows * tokens];
     let o = Out(out.as_mut_ptr());
     let xq = &xq;
     let y = |t: usize| &xq[t * nb..(t + 1) * nb];
+    let s = |t: usize| &ds[t * nb..(t + 1) * nb];
     parallel(rows.div_ceil(2), rows * tokens * nb >= PARALLEL_MIN_BLOCKS, |range| {
         for p in range {
             let r = 2 * p;
@@ -54,7 +56,7 @@ pub fn matmul(w: &Q4_1Matrix, x: &[f32]) -> Vec<f32> {
             let tiles = tokens / 4;
             for tile in 0..tiles {
                 let t = 4 * tile;
-                let v = tile_2x4(r0, r1, [y(t), y(t + 1), y(t + 2), y(t + 3)]);
+                let v = tile_2x4(r0, r1, [y(t), y(t + 1), y(t + 2), y(t + 3)], [s(t), s(t + 1), s(t + 2), s(t + 3)]);
                 for (i, row) in v.iter().enumerate() {
                     for (j, x) in row.iter().enumerate() {
                         // SAFETY: rows r and r+1 are written only by the worker owning pair p.

@@ -192,18 +192,24 @@ pub fn dot_blocks(row: Row, y: &[BlockQ8_1]) -> f32 {
 }
 
 /// A 2 x 4 tile (two rows, four tokens) in [`dot_blocks`]' order, each weight block unpacked
-/// once for the four tokens. `out[r][t]`.
+/// once for the four tokens. `ds[t][i]` is token `t`'s block `i` scale and sum as f32 (converted
+/// once per product by the caller, not once per row pair). `out[r][t]`.
 #[inline]
-pub fn tile_2x4(r0: Row, r1: Row, y: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 2] {
+pub fn tile_2x4(r0: Row, r1: Row, y: [&[BlockQ8_1]; 4], ds: [&[[f32; 2]]; 4]) -> [[f32; 4]; 2] {
     let n = r0.d.len();
     assert!(r1.d.len() == n && y.iter().all(|t| t.len() == n), "tile_2x4: block counts differ");
+    assert!(ds.iter().all(|t| t.len() == n), "tile_2x4: scale counts differ");
+    debug_assert!(
+        ds.iter().zip(&y).all(|(a, b)| a.iter().zip(b.iter()).all(|(a, b)| *a == [b.d.to_f32(), b.s.to_f32()])),
+        "tile_2x4: scales are not the blocks' own"
+    );
     assert!(r0.qs.len() == 16 * n && r1.qs.len() == 16 * n, "tile_2x4: row layout");
     match super::q4_1::simd() {
         // SAFETY: as in `dot`.
         #[cfg(target_arch = "x86_64")]
-        super::q4_1::Simd::Vnni => unsafe { vnni::tile_2x4(r0, r1, y) },
+        super::q4_1::Simd::Vnni => unsafe { vnni::tile_2x4(r0, r1, y, ds) },
         #[cfg(target_arch = "x86_64")]
-        super::q4_1::Simd::Avx2 => unsafe { avx2::tile_2x4(r0, r1, y) },
+        super::q4_1::Simd::Avx2 => unsafe { avx2::tile_2x4(r0, r1, y, ds) },
         _ => [y.map(|t| dot_blocks_scalar(r0, t)), y.map(|t| dot_blocks_scalar(r1, t))],
     }
 }
@@ -255,7 +261,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $features)]
-        pub unsafe fn tile_2x4(r0: Row, r1: Row, y: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 2] {
+        pub unsafe fn tile_2x4(r0: Row, r1: Row, y: [&[BlockQ8_1]; 4], ds: [&[[f32; 2]]; 4]) -> [[f32; 4]; 2] {
             let mut acc = [[_mm256_setzero_ps(); 4]; 2];
             let mut summs = [[0f32; 4]; 2];
             for i in 0..r0.d.len() {
@@ -264,7 +270,8 @@ macro_rules! x86_kernels {
                 let mx = [r0.m.get_unchecked(i).to_f32(), r1.m.get_unchecked(i).to_f32()];
                 for t in 0..4 {
                     let b = y[t].get_unchecked(i);
-                    let (db, sb, by) = (b.d.to_f32(), b.s.to_f32(), load(b));
+                    let [db, sb] = *ds[t].get_unchecked(i);
+                    let by = load(b);
                     for r in 0..2 {
                         summs[r][t] += mx[r] * sb;
                         let scale = _mm256_set1_ps(dx[r] * db);
@@ -458,7 +465,10 @@ mod tests {
                 })
                 .collect();
             let y4 = [&ys[0][..], &ys[1], &ys[2], &ys[3]];
-            let tile = tile_2x4(m.row(0), m.row(1), y4);
+            let dss: Vec<Vec<[f32; 2]>> =
+                ys.iter().map(|y| y.iter().map(|b| [b.d.to_f32(), b.s.to_f32()]).collect()).collect();
+            let ds4 = [&dss[0][..], &dss[1], &dss[2], &dss[3]];
+            let tile = tile_2x4(m.row(0), m.row(1), y4, ds4);
             for t in 0..4 {
                 let (a, b) = (vec_dot_scalar(&w0, y4[t]), vec_dot_scalar(&w1, y4[t]));
                 assert!(
@@ -472,7 +482,8 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if super::super::has_avx2_fma() {
                 // SAFETY: features checked; lengths consistent. The AVX2 flavour on its own.
-                let (t2, d2) = unsafe { (avx2::tile_2x4(m.row(0), m.row(1), y4), avx2::dot_blocks(m.row(1), y4[2])) };
+                let (t2, d2) =
+                    unsafe { (avx2::tile_2x4(m.row(0), m.row(1), y4, ds4), avx2::dot_blocks(m.row(1), y4[2])) };
                 let b = vec_dot_scalar(&w1, y4[2]);
                 assert!((t2[1][2] - b).abs() <= 1e-4 * (1.0 + b.abs()) && (d2 - b).abs() <= 1e-4 * (1.0 + b.abs()));
             }
