@@ -11,9 +11,9 @@ and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX-512 VNNI path, with tokens 
 
 use super::pool::{parallel, SharedMut as Out};
 use super::q4_k::BlockQ4K;
-use super::q4_k_x8::Q4Kx8Matrix;
+use super::q4_k_x8::BlockQ4Kx8;
 use super::q6_k::BlockQ6K;
-use super::q6_k_x8::Q6Kx8Matrix;
+use super::q6_k_x8::BlockQ6Kx8;
 use super::q8_k::{quantize_q8_k, BlockQ8K, QK_K};
 
 /// Below this many block products, the calling thread does the work alone.
@@ -53,7 +53,7 @@ pub struct KMatrix<B> {
     blocks: Vec<B>,
 }
 
-impl<B: KBlock> KMatrix<B> {
+impl<B: Copy> KMatrix<B> {
     /// From a GGUF tensor's raw bytes (`None` unless they are exactly `rows * cols / 256`
     /// blocks and `cols` is a multiple of 256).
     pub fn from_bytes(bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
@@ -144,36 +144,84 @@ pub fn matmul<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
 /// walks its row groups.
 const TOKEN_TILE: usize = 32;
 
-/// A matrix of eight-row interleaved groups ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]).
-pub trait X8Matrix: Sync {
-    /// `(rows, cols)`.
-    fn shape(&self) -> (usize, usize);
-    /// Group `g`'s eight rows times `T` tokens: `out[t][r]`.
-    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T];
+/// A block of eight interleaved rows ([`BlockQ4Kx8`], [`BlockQ6Kx8`]).
+pub trait X8Block: Copy + Send + Sync + 'static {
+    /// The GGML block type it interleaves.
+    type Row: Copy;
+    /// Interleave block `b` of eight rows.
+    fn interleave(rows: [&Self::Row; 8]) -> Self;
+    /// One group's eight rows times `T` tokens (`T` in 1..=4): `out[t][r]`.
+    fn dot_x8<const T: usize>(g: &[Self], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T];
 }
 
-impl X8Matrix for Q4Kx8Matrix {
-    fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
+impl X8Block for BlockQ4Kx8 {
+    type Row = BlockQ4K;
+    fn interleave(rows: [&BlockQ4K; 8]) -> Self {
+        BlockQ4Kx8::interleave(rows)
     }
-    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
-        super::q4_k_x8::dot_x8(self.group(g), ys)
+    fn dot_x8<const T: usize>(g: &[Self], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+        super::q4_k_x8::dot_x8(g, ys)
     }
 }
 
-impl X8Matrix for Q6Kx8Matrix {
-    fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
+impl X8Block for BlockQ6Kx8 {
+    type Row = BlockQ6K;
+    fn interleave(rows: [&BlockQ6K; 8]) -> Self {
+        BlockQ6Kx8::interleave(rows)
     }
-    fn tile<const T: usize>(&self, g: usize, ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
-        super::q6_k_x8::dot_x8(self.group(g), ys)
+    fn dot_x8<const T: usize>(g: &[Self], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+        super::q6_k_x8::dot_x8(g, ys)
     }
 }
+
+/// A `[rows, cols]` matrix, `rows` a multiple of 8, as groups of eight interleaved rows: a
+/// [`KMatrix`] whose "rows" are the groups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct X8Matrix<B> {
+    pub rows: usize,
+    pub cols: usize,
+    groups: KMatrix<B>,
+}
+
+impl<B: X8Block> X8Matrix<B> {
+    /// Interleave row-major GGML blocks (`None` unless `rows` is a multiple of 8 and the block
+    /// count matches).
+    pub fn from_blocks(blocks: &[B::Row], rows: usize, cols: usize) -> Option<Self> {
+        let nb = cols / QK_K;
+        if !rows.is_multiple_of(8) || !cols.is_multiple_of(QK_K) || blocks.len() != rows * nb {
+            return None;
+        }
+        let mut out = Vec::with_capacity(rows / 8 * nb);
+        for g in 0..rows / 8 {
+            for b in 0..nb {
+                out.push(B::interleave(std::array::from_fn(|r| &blocks[(8 * g + r) * nb + b])));
+            }
+        }
+        Some(Self { rows, cols, groups: KMatrix::from_blocks(out, rows / 8, cols)? })
+    }
+
+    /// Group `g` (rows `8g..8g+8`): its blocks in column order.
+    pub fn group(&self, g: usize) -> &[B] {
+        self.groups.row(g)
+    }
+
+    /// Stack matrices with the same `cols`, in order.
+    pub fn concat(parts: Vec<X8Matrix<B>>) -> Option<Self> {
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let groups = KMatrix::concat(parts.into_iter().map(|p| p.groups).collect())?;
+        Some(Self { rows, cols: groups.cols, groups })
+    }
+}
+
+/// Interleaved Q4_K, the AVX-512 VNNI path ([`super::q4_k_x8`]).
+pub type Q4Kx8Matrix = X8Matrix<BlockQ4Kx8>;
+/// Interleaved Q6_K, the AVX-512 VNNI path ([`super::q6_k_x8`]).
+pub type Q6Kx8Matrix = X8Matrix<BlockQ6Kx8>;
 
 /// [`matmul`] for eight-row interleaved matrices: workers take row groups; each group meets the
 /// tokens four at a time.
-pub fn matmul_x8<M: X8Matrix>(w: &M, x: &[f32]) -> Vec<f32> {
-    let (rows, cols) = w.shape();
+pub fn matmul_x8<B: X8Block>(w: &X8Matrix<B>, x: &[f32]) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
     let y = quantize_tokens(x, cols);
     let nb = cols / QK_K;
     let tokens = y.len() / nb;
@@ -194,18 +242,20 @@ pub fn matmul_x8<M: X8Matrix>(w: &M, x: &[f32]) -> Vec<f32> {
             for g in range.clone() {
                 let mut t = tile;
                 while t + 4 <= end {
-                    let v = w.tile(g, [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)]);
+                    let v = B::dot_x8(w.group(g), [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)]);
                     v.iter().enumerate().for_each(|(i, v)| store(g, t + i, v));
                     t += 4;
                 }
                 match end - t {
-                    3 => w
-                        .tile(g, [yt(t), yt(t + 1), yt(t + 2)])
+                    3 => B::dot_x8(w.group(g), [yt(t), yt(t + 1), yt(t + 2)])
                         .iter()
                         .enumerate()
                         .for_each(|(i, v)| store(g, t + i, v)),
-                    2 => w.tile(g, [yt(t), yt(t + 1)]).iter().enumerate().for_each(|(i, v)| store(g, t + i, v)),
-                    1 => store(g, t, &w.tile(g, [yt(t)])[0]),
+                    2 => B::dot_x8(w.group(g), [yt(t), yt(t + 1)])
+                        .iter()
+                        .enumerate()
+                        .for_each(|(i, v)| store(g, t + i, v)),
+                    1 => store(g, t, &B::dot_x8(w.group(g), [yt(t)])[0]),
                     _ => {}
                 }
             }
@@ -230,7 +280,6 @@ pub fn matmul_reference<B: KBlock>(w: &KMatrix<B>, x: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::super::q4_k::tests::{blocks, rng};
-    use super::super::q6_k::BlockQ6K;
     use super::*;
 
     #[test]
@@ -251,15 +300,8 @@ mod tests {
                 for (i, (g, q)) in got.iter().zip(&want).enumerate() {
                     assert!((g - q).abs() <= 1e-4 * (1.0 + q.abs()), "x8 {rows}x{cols}x{tokens} [{i}]: {g} vs {q}");
                 }
-                // Q6_K: the same shapes, blocks made from the same random bytes.
-                let w6: Vec<BlockQ6K> = (0..rows * cols / QK_K)
-                    .map(|_| BlockQ6K {
-                        ql: std::array::from_fn(|_| r() as u8),
-                        qh: std::array::from_fn(|_| r() as u8),
-                        scales: std::array::from_fn(|_| r() as i8),
-                        d: half::f16::from_f32((r() % 1000) as f32 / 1e5),
-                    })
-                    .collect();
+                // Q6_K: the same shapes.
+                let w6 = super::super::q6_k::tests::blocks(rows * cols / QK_K, &mut r);
                 let want = matmul_reference(&KMatrix::from_blocks(w6.clone(), rows, cols).unwrap(), &x);
                 let plain = matmul(&KMatrix::from_blocks(w6.clone(), rows, cols).unwrap(), &x);
                 let got = matmul_x8(&Q6Kx8Matrix::from_blocks(&w6, rows, cols).unwrap(), &x);

@@ -231,6 +231,7 @@ pub fn dot_blocks_scalar(row: Row, y: &[BlockQ8_1]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_kernels {
     ($features:literal, $dp:ident) => {
+        use super::super::hsum_ps;
         use super::{Act, BlockQ8_1, Row};
 
         /// Block `i`'s 16 bytes of nibbles -> 32 bytes: low nibbles (values 0..15), then high.
@@ -308,15 +309,6 @@ macro_rules! x86_kernels {
             let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
             let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b10_11_00_01));
             _mm_cvtsi128_si32(v)
-        }
-
-        #[target_feature(enable = $features)]
-        #[inline]
-        unsafe fn hsum_ps(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
         }
 
         #[target_feature(enable = $features)]

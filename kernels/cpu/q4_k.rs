@@ -81,16 +81,8 @@ pub fn dot(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_kernels {
     ($features:literal, $madd_acc:ident) => {
+        use super::super::hsum_ps;
         use super::{BlockQ4K, BlockQ8K};
-
-        #[target_feature(enable = $features)]
-        #[inline]
-        unsafe fn hsum_ps(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
 
         #[target_feature(enable = $features)]
         pub unsafe fn dot(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {

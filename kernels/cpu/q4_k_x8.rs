@@ -16,7 +16,7 @@ it against [`super::q4_k::dot_scalar`] row by row.
 */
 
 use super::q4_k::{scales_mins, BlockQ4K};
-use super::q8_k::{BlockQ8K, QK_K};
+use super::q8_k::BlockQ8K;
 use half::f16;
 
 /// Block `b` of eight rows: scales, minimum scales, sub-block scales `sc[8j + r]`, minimums
@@ -65,52 +65,6 @@ impl BlockQ4Kx8 {
         } else {
             byte >> 4
         }
-    }
-}
-
-/// A `[rows, cols]` Q4_K matrix, `rows` a multiple of 8, as groups of eight interleaved rows.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Q4Kx8Matrix {
-    pub rows: usize,
-    pub cols: usize,
-    blocks: Vec<BlockQ4Kx8>,
-}
-
-impl Q4Kx8Matrix {
-    /// Interleave row-major GGML blocks (`None` unless `rows` is a multiple of 8 and the block
-    /// count matches).
-    pub fn from_blocks(blocks: &[BlockQ4K], rows: usize, cols: usize) -> Option<Self> {
-        let nb = cols / QK_K;
-        if !rows.is_multiple_of(8) || !cols.is_multiple_of(QK_K) || blocks.len() != rows * nb {
-            return None;
-        }
-        let mut out = Vec::with_capacity(rows / 8 * nb);
-        for g in 0..rows / 8 {
-            for b in 0..nb {
-                out.push(BlockQ4Kx8::interleave(std::array::from_fn(|r| &blocks[(8 * g + r) * nb + b])));
-            }
-        }
-        Some(Self { rows, cols, blocks: out })
-    }
-
-    /// Group `g` (rows `8g..8g+8`): its blocks in column order.
-    pub fn group(&self, g: usize) -> &[BlockQ4Kx8] {
-        let nb = self.cols / QK_K;
-        &self.blocks[g * nb..(g + 1) * nb]
-    }
-
-    /// Stack matrices with the same `cols`, in order.
-    pub fn concat(parts: Vec<Q4Kx8Matrix>) -> Option<Self> {
-        let cols = parts.first()?.cols;
-        let mut out = Self { rows: 0, cols, blocks: Vec::new() };
-        for p in parts {
-            if p.cols != cols {
-                return None;
-            }
-            out.rows += p.rows;
-            out.blocks.extend(p.blocks);
-        }
-        Some(out)
     }
 }
 
@@ -239,9 +193,10 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::k_matmul::Q4Kx8Matrix;
     use super::super::q4_k::dot_scalar;
     use super::super::q4_k::tests::{blocks, rng};
-    use super::super::q8_k::quantize;
+    use super::super::q8_k::{quantize, QK_K};
     use super::*;
 
     #[test]

@@ -70,16 +70,8 @@ pub fn dot(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_kernels {
     ($features:literal, $madd_acc:path) => {
+        use super::super::hsum_ps;
         use super::{BlockQ6K, BlockQ8K};
-
-        #[target_feature(enable = $features)]
-        #[inline]
-        unsafe fn hsum_ps(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
 
         /// Scales `2c` and `2c+1` (of 16 i8) as 16 i16 lanes: eight of each.
         #[target_feature(enable = $features)]
@@ -144,12 +136,13 @@ mod vnni {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::q4_k::tests::{candle_dequantize, rng};
     use super::super::q8_k::quantize;
     use super::*;
 
-    fn blocks(n: usize, r: &mut impl FnMut() -> u64) -> Vec<BlockQ6K> {
+    /// Random blocks; block 0 has every quant 63 and scales -128, block 1 every quant 0.
+    pub(crate) fn blocks(n: usize, r: &mut impl FnMut() -> u64) -> Vec<BlockQ6K> {
         let edge = |i: usize, r: &mut dyn FnMut() -> u64| match i {
             0 => 0xFF,
             1 => 0,

@@ -13,7 +13,7 @@ and token finishes eight rows. Same size as GGML's blocks (210 bytes per row and
 */
 
 use super::q6_k::BlockQ6K;
-use super::q8_k::{BlockQ8K, QK_K};
+use super::q8_k::BlockQ8K;
 use half::f16;
 
 /// Block `b` of eight rows (layout in the module docs).
@@ -62,52 +62,6 @@ impl BlockQ6Kx8 {
 
     fn scale(&self, r: usize, j: usize) -> i8 {
         self.sc[16 * (j / 2) + 2 * r + j % 2]
-    }
-}
-
-/// A `[rows, cols]` Q6_K matrix, `rows` a multiple of 8, as groups of eight interleaved rows.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Q6Kx8Matrix {
-    pub rows: usize,
-    pub cols: usize,
-    blocks: Vec<BlockQ6Kx8>,
-}
-
-impl Q6Kx8Matrix {
-    /// Interleave row-major GGML blocks (`None` unless `rows` is a multiple of 8 and the block
-    /// count matches).
-    pub fn from_blocks(blocks: &[BlockQ6K], rows: usize, cols: usize) -> Option<Self> {
-        let nb = cols / QK_K;
-        if !rows.is_multiple_of(8) || !cols.is_multiple_of(QK_K) || blocks.len() != rows * nb {
-            return None;
-        }
-        let mut out = Vec::with_capacity(rows / 8 * nb);
-        for g in 0..rows / 8 {
-            for b in 0..nb {
-                out.push(BlockQ6Kx8::interleave(std::array::from_fn(|r| &blocks[(8 * g + r) * nb + b])));
-            }
-        }
-        Some(Self { rows, cols, blocks: out })
-    }
-
-    /// Group `g` (rows `8g..8g+8`): its blocks in column order.
-    pub fn group(&self, g: usize) -> &[BlockQ6Kx8] {
-        let nb = self.cols / QK_K;
-        &self.blocks[g * nb..(g + 1) * nb]
-    }
-
-    /// Stack matrices with the same `cols`, in order.
-    pub fn concat(parts: Vec<Q6Kx8Matrix>) -> Option<Self> {
-        let cols = parts.first()?.cols;
-        let mut out = Self { rows: 0, cols, blocks: Vec::new() };
-        for p in parts {
-            if p.cols != cols {
-                return None;
-            }
-            out.rows += p.rows;
-            out.blocks.extend(p.blocks);
-        }
-        Some(out)
     }
 }
 
@@ -244,21 +198,12 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::k_matmul::Q6Kx8Matrix;
     use super::super::q4_k::tests::rng;
     use super::super::q6_k::dot_scalar;
-    use super::super::q8_k::quantize;
+    use super::super::q6_k::tests::blocks;
+    use super::super::q8_k::{quantize, QK_K};
     use super::*;
-
-    fn blocks(n: usize, r: &mut impl FnMut() -> u64) -> Vec<BlockQ6K> {
-        (0..n)
-            .map(|i| BlockQ6K {
-                ql: std::array::from_fn(|_| if i == 0 { 0xFF } else { r() as u8 }),
-                qh: std::array::from_fn(|_| if i == 0 { 0xFF } else { r() as u8 }),
-                scales: std::array::from_fn(|_| if i == 0 { -128 } else { r() as i8 }),
-                d: f16::from_f32((r() % 1000) as f32 / 1e5),
-            })
-            .collect()
-    }
 
     #[test]
     fn interleaved_rows_match_the_row_by_row_kernel() {

@@ -10,14 +10,14 @@ pagemind's kernel they become one product (one activation quantization, one trip
 worker pool instead of three or two), and the output is split afterwards.
 */
 
-use crate::kernels::k_matmul::{self, KMatrix};
+use crate::kernels::k_matmul::{self, KMatrix, Q4Kx8Matrix, Q6Kx8Matrix};
 use crate::kernels::matmul::matmul;
 use crate::kernels::q4_1::blocks_q4_1;
 use crate::kernels::q4_1_matrix::Q4_1Matrix;
 use crate::kernels::q4_k::BlockQ4K;
-use crate::kernels::q4_k_x8::{self, Q4Kx8Matrix};
+use crate::kernels::q4_k_x8;
 use crate::kernels::q6_k::BlockQ6K;
-use crate::kernels::q6_k_x8::Q6Kx8Matrix;
+
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
