@@ -9,6 +9,8 @@
   activations, AVX2 and AVX-512 VNNI flavours with scalar references; [`k_matmul`]: their
   matrix products (Qwen2.5 Q4_K_M's layers); [`q4_k_x8`]: Q4_K with eight rows interleaved
   for AVX-512 VNNI (decode and prefill tiles of up to four tokens); [`q6_k_x8`]: the same for Q6_K.
+- [`neon`] (aarch64 only): NEON flavours of the Q4_1, Q4_K and Q6_K kernels, plain and with the
+  dot-product extension (`sdot`).
 - [`pool`]: splitting work over candle's CPU worker pool.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
@@ -20,6 +22,8 @@ values. Q8_0 (SmolLM2's output projection) stays on candle's kernel.
 pub mod activations;
 pub mod k_matmul;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod pool;
 pub mod q4_1;
 pub mod q4_1_matrix;

@@ -95,11 +95,14 @@ pub fn vec_dot_scalar(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     acc
 }
 
-/// The SIMD flavour this CPU runs: AVX-512 VNNI (`vpdpbusd`), AVX2+FMA, or none.
+/// The SIMD flavour this CPU runs: AVX-512 VNNI (`vpdpbusd`), AVX2+FMA, NEON with the
+/// dot-product extension (`sdot`), plain NEON, or none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simd {
     Vnni,
     Avx2,
+    NeonDot,
+    Neon,
     Scalar,
 }
 
@@ -115,6 +118,14 @@ pub fn simd() -> Simd {
             return Simd::Avx2;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return Simd::NeonDot;
+        }
+        return Simd::Neon;
+    }
+    #[allow(unreachable_code)]
     Simd::Scalar
 }
 

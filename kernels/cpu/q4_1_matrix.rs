@@ -171,6 +171,10 @@ pub fn dot(row: Row, act: Act) -> f32 {
         super::q4_1::Simd::Vnni => unsafe { vnni::dot(row, act) },
         #[cfg(target_arch = "x86_64")]
         super::q4_1::Simd::Avx2 => unsafe { avx2::dot(row, act) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::NeonDot => unsafe { super::neon::dotprod::q4_1_dot(row, act) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::Neon => unsafe { super::neon::base::q4_1_dot(row, act) },
         _ => dot_scalar(row, act),
     }
 }
@@ -187,6 +191,10 @@ pub fn dot_blocks(row: Row, y: &[BlockQ8_1]) -> f32 {
         super::q4_1::Simd::Vnni => unsafe { vnni::dot_blocks(row, y) },
         #[cfg(target_arch = "x86_64")]
         super::q4_1::Simd::Avx2 => unsafe { avx2::dot_blocks(row, y) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::NeonDot => unsafe { super::neon::dotprod::q4_1_dot_blocks(row, y) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::Neon => unsafe { super::neon::base::q4_1_dot_blocks(row, y) },
         _ => dot_blocks_scalar(row, y),
     }
 }
@@ -210,6 +218,10 @@ pub fn tile_2x4(r0: Row, r1: Row, y: [&[BlockQ8_1]; 4], ds: [&[[f32; 2]]; 4]) ->
         super::q4_1::Simd::Vnni => unsafe { vnni::tile_2x4(r0, r1, y, ds) },
         #[cfg(target_arch = "x86_64")]
         super::q4_1::Simd::Avx2 => unsafe { avx2::tile_2x4(r0, r1, y, ds) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::NeonDot => unsafe { super::neon::dotprod::q4_1_tile_2x4(r0, r1, y, ds) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::Neon => unsafe { super::neon::base::q4_1_tile_2x4(r0, r1, y, ds) },
         _ => [y.map(|t| dot_blocks_scalar(r0, t)), y.map(|t| dot_blocks_scalar(r1, t))],
     }
 }

@@ -63,6 +63,10 @@ pub fn dot(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
         super::q4_1::Simd::Vnni => unsafe { vnni::dot(x, y) },
         #[cfg(target_arch = "x86_64")]
         super::q4_1::Simd::Avx2 => unsafe { avx2::dot(x, y) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::NeonDot => unsafe { super::neon::dotprod::q6_k_dot(x, y) },
+        #[cfg(target_arch = "aarch64")]
+        super::q4_1::Simd::Neon => unsafe { super::neon::base::q6_k_dot(x, y) },
         _ => dot_scalar(x, y),
     }
 }
