@@ -241,21 +241,23 @@ pub fn matmul_x8<B: X8Block>(w: &X8Matrix<B>, x: &[f32]) -> Vec<f32> {
             let end = (tile + TOKEN_TILE).min(tokens);
             for g in range.clone() {
                 let mut t = tile;
+                // Group g times tokens t + k for the listed k, stored.
+                macro_rules! tile {
+                    ($($k:literal),+) => {
+                        B::dot_x8(w.group(g), [$(yt(t + $k)),+])
+                            .iter()
+                            .enumerate()
+                            .for_each(|(i, v)| store(g, t + i, v))
+                    };
+                }
                 while t + 4 <= end {
-                    let v = B::dot_x8(w.group(g), [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)]);
-                    v.iter().enumerate().for_each(|(i, v)| store(g, t + i, v));
+                    tile!(0, 1, 2, 3);
                     t += 4;
                 }
                 match end - t {
-                    3 => B::dot_x8(w.group(g), [yt(t), yt(t + 1), yt(t + 2)])
-                        .iter()
-                        .enumerate()
-                        .for_each(|(i, v)| store(g, t + i, v)),
-                    2 => B::dot_x8(w.group(g), [yt(t), yt(t + 1)])
-                        .iter()
-                        .enumerate()
-                        .for_each(|(i, v)| store(g, t + i, v)),
-                    1 => store(g, t, &B::dot_x8(w.group(g), [yt(t)])[0]),
+                    3 => tile!(0, 1, 2),
+                    2 => tile!(0, 1),
+                    1 => tile!(0),
                     _ => {}
                 }
             }

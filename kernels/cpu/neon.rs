@@ -247,51 +247,43 @@ mod tests {
     use super::super::q4_1_matrix::{self, Q4_1Matrix, Q8_1Act};
     use super::super::q4_k::{self, tests::rng};
     use super::super::q6_k;
-    use super::super::q8_k::{quantize, QK_K};
+    use super::super::q8_k::{quantize, BlockQ8K, QK_K};
     use half::f16;
 
-    /// Each flavour this CPU runs: (name, Q4_1 dot, dot_blocks, tile, Q4_K dot, Q6_K dot).
-    type Q41Dot = unsafe fn(q4_1_matrix::Row, q4_1_matrix::Act) -> f32;
-    type Q41Blocks = unsafe fn(q4_1_matrix::Row, &[BlockQ8_1]) -> f32;
-    type Q41Tile = unsafe fn(q4_1_matrix::Row, q4_1_matrix::Row, [&[BlockQ8_1]; 4], [&[[f32; 2]]; 4]) -> [[f32; 4]; 2];
-    type Q4KDot = unsafe fn(&[q4_k::BlockQ4K], &[super::super::q8_k::BlockQ8K]) -> f32;
-    type Q6KDot = unsafe fn(&[q6_k::BlockQ6K], &[super::super::q8_k::BlockQ8K]) -> f32;
+    /// One compiled flavour's kernels.
+    struct Flavour {
+        name: &'static str,
+        q4_1_dot: unsafe fn(q4_1_matrix::Row, q4_1_matrix::Act) -> f32,
+        q4_1_dot_blocks: unsafe fn(q4_1_matrix::Row, &[BlockQ8_1]) -> f32,
+        q4_1_tile: unsafe fn(q4_1_matrix::Row, q4_1_matrix::Row, [&[BlockQ8_1]; 4], [&[[f32; 2]]; 4]) -> [[f32; 4]; 2],
+        q4_k_dot: unsafe fn(&[q4_k::BlockQ4K], &[BlockQ8K]) -> f32,
+        q6_k_dot: unsafe fn(&[q6_k::BlockQ6K], &[BlockQ8K]) -> f32,
+    }
 
-    fn flavours() -> Vec<(&'static str, Q41Dot, Q41Blocks, Q41Tile, Q4KDot, Q6KDot)> {
-        let mut v: Vec<(&'static str, Q41Dot, Q41Blocks, Q41Tile, Q4KDot, Q6KDot)> = vec![(
-            "neon",
-            super::base::q4_1_dot,
-            super::base::q4_1_dot_blocks,
-            super::base::q4_1_tile_2x4,
-            super::base::q4_k_dot,
-            super::base::q6_k_dot,
-        )];
+    macro_rules! flavour {
+        ($m:ident) => {
+            Flavour {
+                name: stringify!($m),
+                q4_1_dot: super::$m::q4_1_dot,
+                q4_1_dot_blocks: super::$m::q4_1_dot_blocks,
+                q4_1_tile: super::$m::q4_1_tile_2x4,
+                q4_k_dot: super::$m::q4_k_dot,
+                q6_k_dot: super::$m::q6_k_dot,
+            }
+        };
+    }
+
+    /// Each flavour this CPU runs.
+    fn flavours() -> Vec<Flavour> {
+        let mut v = vec![flavour!(base)];
         if std::arch::is_aarch64_feature_detected!("dotprod") {
-            v.push((
-                "dotprod",
-                super::dotprod::q4_1_dot,
-                super::dotprod::q4_1_dot_blocks,
-                super::dotprod::q4_1_tile_2x4,
-                super::dotprod::q4_k_dot,
-                super::dotprod::q6_k_dot,
-            ));
+            v.push(flavour!(dotprod));
         }
         v
     }
 
     fn close(got: f32, want: f32) -> bool {
         (got - want).abs() <= 1e-4 * (1.0 + want.abs())
-    }
-
-    /// Random Q4_1 blocks; block 0 has every nibble at 15 (the largest product).
-    fn q4_1_blocks(n: usize, r: &mut impl FnMut() -> u64) -> Vec<super::super::q4_1::BlockQ4_1> {
-        (0..n)
-            .map(|i| super::super::q4_1::BlockQ4_1 {
-                d: f16::from_f32((r() % 1000) as f32 / 1e4),
-                m: f16::from_f32(-((r() % 1000) as f32) / 1e3),
-                qs: std::array::from_fn(|_| if i == 0 { 0xFF } else { r() as u8 }),
-            })
-            .collect()
     }
 
     /// Activations with the extremes (+-127 after quantization) in the first block.
@@ -309,7 +301,7 @@ mod tests {
     fn q4_1_kernels_match_the_scalar_references_for_every_tail_shape() {
         let mut r = rng(5);
         for nb in 1..=19 {
-            let w = q4_1_blocks(2 * nb, &mut r);
+            let w = q4_1_matrix::tests::blocks(2 * nb, &mut r);
             let m = Q4_1Matrix::from_blocks(&w, 2, nb * QK).unwrap();
             let ys: Vec<Vec<BlockQ8_1>> = (0..4)
                 .map(|_| {
@@ -324,7 +316,8 @@ mod tests {
             let ds4 = [&dss[0][..], &dss[1], &dss[2], &dss[3]];
             let x = activations(nb * QK, &mut r);
             let act = Q8_1Act::quantize(&x);
-            for (name, dot, dot_blocks, tile, _, _) in flavours() {
+            for f in flavours() {
+                let (name, dot, dot_blocks, tile) = (f.name, f.q4_1_dot, f.q4_1_dot_blocks, f.q4_1_tile);
                 // SAFETY: the flavour's features are present (listed by `flavours`); shapes match.
                 unsafe {
                     let want = q4_1_matrix::dot_scalar(m.row(1), act.view());
@@ -349,11 +342,11 @@ mod tests {
             let (w4, w6) = (q4_k::tests::blocks(nb, &mut r), q6_k::tests::blocks(nb, &mut r));
             let y = quantize(&activations(nb * QK_K, &mut r));
             let (want4, want6) = (q4_k::dot_scalar(&w4, &y), q6_k::dot_scalar(&w6, &y));
-            for (name, _, _, _, dot4, dot6) in flavours() {
+            for f in flavours() {
                 // SAFETY: as above.
                 unsafe {
-                    assert!(close(dot4(&w4, &y), want4), "{name} nb={nb}: q4_k");
-                    assert!(close(dot6(&w6, &y), want6), "{name} nb={nb}: q6_k");
+                    assert!(close((f.q4_k_dot)(&w4, &y), want4), "{} nb={nb}: q4_k", f.name);
+                    assert!(close((f.q6_k_dot)(&w6, &y), want6), "{} nb={nb}: q6_k", f.name);
                 }
             }
             assert!(close(q4_k::dot(&w4, &y), want4) && close(q6_k::dot(&w6, &y), want6), "dispatched");

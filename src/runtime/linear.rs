@@ -17,7 +17,6 @@ use crate::kernels::q4_1_matrix::Q4_1Matrix;
 use crate::kernels::q4_k::BlockQ4K;
 use crate::kernels::q4_k_x8;
 use crate::kernels::q6_k::BlockQ6K;
-
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
