@@ -5,6 +5,7 @@ use super::Global;
 use anyhow::Result;
 use clap::Subcommand;
 use pagemind::memory::{Message, MessageRole, NewPassage};
+use pagemind::runtime::Session;
 use std::io::Write;
 
 #[derive(Subcommand, Debug)]
@@ -16,6 +17,17 @@ pub enum DebugCmd {
         agent: String,
         #[arg(long, default_value_t = 1000)]
         count: usize,
+    },
+    /// Print the logits (one JSON line per step) of the benchmark's synthetic prompt, then of
+    /// `--steps` single tokens fed one by one: the same run on two devices must agree.
+    Logits {
+        /// Model id or .gguf path (default: the default chat model).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
     },
 }
 
@@ -36,9 +48,32 @@ pub fn pseudo_embedding(seed: u64, dim: usize) -> Vec<f32> {
 }
 
 pub fn run(g: &Global, cmd: DebugCmd) -> Result<()> {
-    let DebugCmd::WriteStream { agent, count } = cmd;
+    match cmd {
+        DebugCmd::WriteStream { agent, count } => write_stream(g, &agent, count),
+        DebugCmd::Logits { model, prompt_tokens, steps } => logits(g, model.as_deref(), prompt_tokens, steps),
+    }
+}
+
+fn logits(g: &Global, model: Option<&str>, prompt_tokens: usize, steps: usize) -> Result<()> {
+    let m = super::generate::load_chat(g, model)?;
+    let prompt = pagemind::bench::synthetic_prompt(prompt_tokens.max(1), m.weights.config.vocab_size.max(1));
+    let mut s = Session::new(&m, prompt.len() + steps + 1)?;
+    let device = pagemind::device::device_name(m.weights.device());
+    let mut out = std::io::stdout().lock();
+    let mut l = s.eval(&prompt)?;
+    for step in 0..=steps {
+        let line = serde_json::json!({"device": device, "step": step, "tokens": s.tokens().len(), "logits": l});
+        writeln!(out, "{line}")?;
+        if step < steps {
+            l = s.feed(&[(100 + step) as u32])?;
+        }
+    }
+    Ok(())
+}
+
+fn write_stream(g: &Global, agent: &str, count: usize) -> Result<()> {
     let store = open_store(g)?;
-    let a = store.agent(&agent)?;
+    let a = store.agent(agent)?;
     let mut out = std::io::stdout().lock();
     for i in 0..count {
         let m = store.append_message(a.id, Message::new(MessageRole::User, format!("stream message {i}")))?;

@@ -6,8 +6,9 @@
 `QMatMul`. Setting `PAGEMIND_KERNELS=candle` forces candle everywhere, for A/B benchmarks.
 
 [`LinearGroup`] holds the layers that read the same input (Q/K/V; gate/up): when all are on
-pagemind's kernel they become one product (one activation quantization, one trip through the
-worker pool instead of three or two), and the output is split afterwards.
+pagemind's kernel, or all candle's of one GGML type, they become one product (one activation
+quantization, one trip through the worker pool, or on a GPU one kernel launch instead of three
+or two: decode there is bound by launches), and the output is split afterwards.
 */
 
 use crate::kernels::k_matmul::{self, KMatrix, Q4Kx8Matrix, Q6Kx8Matrix};
@@ -18,8 +19,9 @@ use crate::kernels::q4_k::BlockQ4K;
 use crate::kernels::q4_k_x8;
 use crate::kernels::q6_k::BlockQ6K;
 use crate::Result;
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor, D};
+use std::borrow::Cow;
 
 /// `y = x W^T` for a quantized `W` of shape `[rows, cols]`.
 pub enum Linear {
@@ -84,6 +86,16 @@ impl Linear {
         }
     }
 
+    /// Output width.
+    fn rows(&self) -> usize {
+        match (self, self.own_rows()) {
+            (_, Some(rows)) => rows,
+            (Linear::Candle(QMatMul::QTensor(q)), _) => q.shape().dims()[0],
+            (Linear::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)), _) => w.dims()[0],
+            _ => unreachable!("own kernels report their rows"),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = match (self, self.own_rows()) {
             (Linear::Candle(m), _) => return Ok(m.forward(x)?),
@@ -108,7 +120,7 @@ impl Linear {
 pub enum LinearGroup {
     /// One product over the stacked rows; `sizes` are each part's output width.
     Fused { linear: Linear, sizes: Vec<usize> },
-    /// Parts on candle's kernels (or of mixed types), run one by one.
+    /// Parts of mixed types or input widths, run one by one.
     Separate(Vec<Linear>),
 }
 
@@ -135,6 +147,9 @@ fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
     if parts.is_empty() {
         return Err(parts);
     }
+    if parts.iter().all(|p| matches!(p, Linear::Candle(QMatMul::QTensor(_)))) {
+        return stack_candle(parts);
+    }
     same!(Q4_1, Q4_1Matrix::concat);
     same!(Q4K, KMatrix::concat);
     same!(Q4Kx8, Q4Kx8Matrix::concat);
@@ -143,11 +158,40 @@ fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
     Err(parts)
 }
 
+/// Stack candle-side quantized matrices of one type and input width (on a GPU, one activation
+/// quantization and one kernel instead of one each per part): their GGML blocks are rows, so
+/// the stacked matrix is their bytes concatenated.
+fn stack_candle(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
+    let qs: Vec<&QTensor> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Linear::Candle(QMatMul::QTensor(q)) => Some(q.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let (dtype, dims0) = (qs[0].dtype(), qs[0].shape().dims().to_vec());
+    let same = qs.len() == parts.len()
+        && qs.iter().all(|q| q.dtype() == dtype && q.shape().dims().len() == 2 && q.shape().dims()[1] == dims0[1]);
+    if !same || dims0.len() != 2 {
+        return Err(parts);
+    }
+    let stacked = || -> Result<Linear> {
+        let mut bytes = Vec::new();
+        for q in &qs {
+            bytes.extend_from_slice(&q.data()?);
+        }
+        let rows: usize = qs.iter().map(|q| q.shape().dims()[0]).sum();
+        let storage = QStorage::from_data(Cow::Owned(bytes), &qs[0].device(), dtype)?;
+        Ok(Linear::Candle(QMatMul::from_qtensor(QTensor::new(storage, (rows, dims0[1]))?)?))
+    };
+    stacked().map_err(|_| parts)
+}
+
 impl LinearGroup {
     /// Stack `parts` if they are all on the same one of pagemind's kernels, with the same input
     /// width.
     pub fn new(parts: Vec<Linear>) -> Self {
-        let sizes: Vec<usize> = parts.iter().map(|p| p.own_rows().unwrap_or(0)).collect();
+        let sizes: Vec<usize> = parts.iter().map(Linear::rows).collect();
         match stack(parts) {
             Ok(linear) => LinearGroup::Fused { linear, sizes },
             Err(parts) => LinearGroup::Separate(parts),
@@ -156,10 +200,32 @@ impl LinearGroup {
 
     /// Each part's output, in the order given to [`LinearGroup::new`].
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_biased(x, None)
+    }
+
+    /// [`LinearGroup::forward`] plus a bias: the parts' biases concatenated (one addition when
+    /// the group is fused).
+    pub fn forward_biased(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Vec<Tensor>> {
         match self {
-            LinearGroup::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            LinearGroup::Separate(parts) => {
+                let mut start = 0;
+                let mut out = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let mut y = p.forward(x)?;
+                    if let Some(b) = bias {
+                        let n = y.dim(D::Minus1)?;
+                        y = y.broadcast_add(&b.narrow(0, start, n)?)?;
+                        start += n;
+                    }
+                    out.push(y);
+                }
+                Ok(out)
+            }
             LinearGroup::Fused { linear, sizes } => {
-                let y = linear.forward(x)?;
+                let mut y = linear.forward(x)?;
+                if let Some(b) = bias {
+                    y = y.broadcast_add(b)?;
+                }
                 let mut out = Vec::with_capacity(sizes.len());
                 let mut start = 0;
                 for &n in sizes {
@@ -189,17 +255,22 @@ mod tests {
         Linear::Q4_1(Q4_1Matrix::from_blocks(&blocks, rows, cols).unwrap())
     }
 
+    /// `[1, tokens, cols]` activations.
+    fn input(tokens: usize, cols: usize) -> Tensor {
+        let x: Vec<f32> = (0..tokens * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        Tensor::from_vec(x, (1, tokens, cols), &Device::Cpu).unwrap()
+    }
+
+    /// Each layer's output on its own, flattened.
+    fn outputs(layers: &[&Linear], x: &Tensor) -> Vec<Vec<f32>> {
+        layers.iter().map(|l| l.forward(x).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect()
+    }
+
     #[test]
     fn a_fused_group_gives_each_part_its_own_output() {
         let (a, b, c) = (q4_1(64, 96, 3), q4_1(32, 96, 5), q4_1(32, 96, 7));
-        let x = Tensor::from_vec(
-            (0..3 * 96).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
-            (1, 3, 96),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let want: Vec<Vec<f32>> =
-            [&a, &b, &c].iter().map(|l| l.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let x = input(3, 96);
+        let want = outputs(&[&a, &b, &c], &x);
         let group = LinearGroup::new(vec![a, b, c]);
         assert!(matches!(&group, LinearGroup::Fused { sizes, .. } if sizes == &[64, 32, 32]));
         let got = group.forward(&x).unwrap();
@@ -207,7 +278,52 @@ mod tests {
             assert_eq!(g.dims()[..2], [1, 3]);
             assert_eq!(&g.flatten_all().unwrap().to_vec1::<f32>().unwrap(), w);
         }
+        // A bias over the stacked rows lands on each part's own columns.
+        let bias = Tensor::arange(0f32, 128., &Device::Cpu).unwrap();
+        for (i, g) in group.forward_biased(&x, Some(&bias)).unwrap().iter().enumerate() {
+            let plain = got[i].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let start = [0, 64, 96][i];
+            let n = g.dim(2).unwrap();
+            for (j, (b, p)) in g.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(&plain).enumerate() {
+                assert_eq!(*b, p + (start + j % n) as f32);
+            }
+        }
         // Different input widths cannot share a product.
         assert!(matches!(LinearGroup::new(vec![q4_1(32, 96, 1), q4_1(32, 64, 1)]), LinearGroup::Separate(_)));
+    }
+
+    fn candle(rows: usize, cols: usize, dtype: GgmlDType, seed: usize) -> Linear {
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * seed) as f32 * 0.013).sin() * 0.1).collect();
+        let w = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+        Linear::Candle(QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn candle_parts_of_one_type_stack_into_one_product() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (a, b, c) = (candle(64, 256, dtype, 3), candle(32, 256, dtype, 5), candle(32, 256, dtype, 7));
+            let x = input(2, 256);
+            let want = outputs(&[&a, &b, &c], &x);
+            let group = LinearGroup::new(vec![a, b, c]);
+            assert!(matches!(&group, LinearGroup::Fused { sizes, .. } if sizes == &[64, 32, 32]), "{dtype:?}");
+            for (g, w) in group.forward(&x).unwrap().iter().zip(&want) {
+                assert_eq!(g.dims(), [1, 2, w.len() / 2]);
+                assert_eq!(&g.flatten_all().unwrap().to_vec1::<f32>().unwrap(), w, "{dtype:?}");
+            }
+        }
+        // Mixed types (Q4_K_M's Q6_K value projections) stay separate; a bias is split between them.
+        let (a, b) = (candle(32, 256, GgmlDType::Q4K, 1), candle(16, 256, GgmlDType::Q6K, 1));
+        let x = input(1, 256);
+        let bias = Tensor::arange(0f32, 48., &Device::Cpu).unwrap();
+        let want = [a.forward(&x).unwrap(), b.forward(&x).unwrap()];
+        let mixed = LinearGroup::new(vec![a, b]);
+        assert!(matches!(mixed, LinearGroup::Separate(_)));
+        for (i, (g, w)) in mixed.forward_biased(&x, Some(&bias)).unwrap().iter().zip(&want).enumerate() {
+            let w = w.broadcast_add(&bias.narrow(0, i * 32, 32 - 16 * i).unwrap()).unwrap();
+            assert_eq!(
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
     }
 }

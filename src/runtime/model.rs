@@ -75,9 +75,8 @@ struct Layer {
     attn_norm: Tensor,
     /// Query, key, value projections.
     qkv: LinearGroup,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
+    /// Q, K and V biases, concatenated (Qwen2).
+    qkv_bias: Option<Tensor>,
     wo: Linear,
     ffn_norm: Tensor,
     /// Gate and up projections.
@@ -140,18 +139,16 @@ impl Transformer {
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
             let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"))?.dequantize(device)?) };
-            let (bq, bk, bv) = if qkv_bias {
-                (Some(f("attn_q.bias")?), Some(f("attn_k.bias")?), Some(f("attn_v.bias")?))
+            let qkv_bias = if qkv_bias {
+                Some(Tensor::cat(&[f("attn_q.bias")?, f("attn_k.bias")?, f("attn_v.bias")?], 0)?)
             } else {
-                (None, None, None)
+                None
             };
             layers.push(Layer {
                 attn_norm: f("attn_norm.weight")?,
                 ffn_norm: f("ffn_norm.weight")?,
                 qkv: LinearGroup::new(vec![wq, wk, wv]),
-                bq,
-                bk,
-                bv,
+                qkv_bias,
                 wo,
                 gate_up: LinearGroup::new(vec![gate, up]),
                 down,
@@ -189,17 +186,14 @@ impl Transformer {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?;
-            let mut qkv = l.qkv.forward(&h)?.into_iter();
-            let mut proj = |b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-                let mut y = qkv.next().expect("three projections");
-                if let Some(b) = b {
-                    y = y.broadcast_add(b)?;
-                }
+            let mut qkv = l.qkv.forward_biased(&h, l.qkv_bias.as_ref())?.into_iter();
+            let mut proj = |heads: usize| -> Result<Tensor> {
+                let y = qkv.next().expect("three projections");
                 Ok(y.reshape((1, t, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
             };
-            let q = proj(&l.bq, c.n_head)?;
-            let k = proj(&l.bk, c.n_head_kv)?;
-            let v = proj(&l.bv, c.n_head_kv)?;
+            let q = proj(c.n_head)?;
+            let k = proj(c.n_head_kv)?;
+            let v = proj(c.n_head_kv)?;
             let (q, k) = match c.arch {
                 Arch::Llama => {
                     (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)

@@ -150,3 +150,47 @@ fn prompt_longer_than_the_context_is_an_error() {
     let err = s.eval(&long).unwrap_err().to_string();
     assert!(err.contains("context window is 16"), "{err}");
 }
+
+fn logit_lines(stdout: &str) -> Vec<Vec<f32>> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().expect("finite logit") as f32).collect()
+        })
+        .collect()
+}
+
+/// The GPU benchmark's synthetic weights (benches/gguf_synth.py): the real header, random blocks of
+/// the same types; the file loads, runs with finite logits, and its weights are not the real ones.
+#[test]
+fn a_synthetic_weight_copy_of_a_real_gguf_loads_and_runs() {
+    let py = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("python3").arg("benches/gguf_synth.py").args(args).output().expect("python3")
+    };
+    if !std::process::Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with numpy is needed to write synthetic weights");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (hdr, synth) = (d.path().join("smollm.hdr"), d.path().join("smollm-synth.gguf"));
+    let real = util::model_path(util::SMOLLM);
+    let out = py(&[std::ffi::OsStr::new("header"), real.as_os_str(), hdr.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&hdr).unwrap().len() < std::fs::metadata(&real).unwrap().len() / 10);
+    let out = py(&[std::ffi::OsStr::new("fill"), hdr.as_os_str(), synth.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&synth).unwrap().len(), std::fs::metadata(&real).unwrap().len());
+
+    let logits = |model: &std::path::Path| {
+        let home = util::home_with_models();
+        let mut c = util::pagemind(Some(home.path()));
+        c.args(["debug", "logits", "--prompt-tokens", "8", "--steps", "1", "--model"]).arg(model);
+        logit_lines(&util::ok(&mut c))
+    };
+    let (s, r) = (logits(&synth), logits(&real));
+    assert_eq!(s.len(), 2, "the prefill and one step");
+    assert_eq!(s[0].len(), 49152);
+    assert!(max_diff(&s[1], &r[1]) > 1.0, "synthetic logits should not be the real model's");
+    assert!(max_diff(&s[0], &s[1]) > 0.0, "a decode step changes the logits");
+}
