@@ -11,6 +11,8 @@
   for AVX-512 VNNI (decode and prefill tiles of up to four tokens); [`q6_k_x8`]: the same for Q6_K.
 - [`neon`] (aarch64 only): NEON flavours of the Q4_1, Q4_K and Q6_K kernels, plain and with the
   dot-product extension (`sdot`).
+- [`cuda`]: CUDA kernels (feature `cuda`, compiled with NVRTC at first use; a stub without
+  it): decode attention over the KV cache in place.
 - [`pool`]: splitting work over candle's CPU worker pool.
 - [`matmul`]: Q4_1 matrix products on candle's CPU worker pool, used by the runtime for Q4_1 weights
   (SmolLM2's layers), where stock candle 0.11 falls back to scalar code.
@@ -20,6 +22,12 @@ values. Q8_0 (SmolLM2's output projection) stays on candle's kernel.
 */
 
 pub mod activations;
+#[cfg(feature = "cuda")]
+#[path = "../cuda/mod.rs"]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "../cuda/stub.rs"]
+pub mod cuda;
 pub mod k_matmul;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]

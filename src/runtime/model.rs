@@ -203,8 +203,15 @@ impl Transformer {
                 }
             };
             let (k_all, v_all) = cache.append(li, &k, &v)?;
-            // One new token: attention straight from the cache buffers (CPU); otherwise candle.
-            let fast = if t == 1 { super::attention::decode(&q, &k_all, &v_all, scale as f32)? } else { None };
+            // One new token: attention straight from the cache buffers (CPU, or one CUDA kernel);
+            // otherwise candle.
+            let fast = match t {
+                1 => match super::attention::decode(&q, &k_all, &v_all, scale as f32)? {
+                    None => crate::kernels::cuda::decode_attention(&q, &k_all, &v_all, scale as f32)?,
+                    cpu => cpu,
+                },
+                _ => None,
+            };
             let y = match fast {
                 Some(y) => y,
                 None => {

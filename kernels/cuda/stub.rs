@@ -1,0 +1,10 @@
+/*! Stand-in for pagemind's CUDA kernels in a build without the `cuda` feature: every entry
+point declines (`None`), so callers take candle's path. See `mod.rs` beside this file. */
+
+use crate::Result;
+use candle_core::Tensor;
+
+/// Always `None` without the `cuda` feature.
+pub fn decode_attention(_q: &Tensor, _k: &Tensor, _v: &Tensor, _scale: f32) -> Result<Option<Tensor>> {
+    Ok(None)
+}
