@@ -39,9 +39,11 @@ pub enum Linear {
     Candle(QMatMul),
 }
 
-/// Whether pagemind's kernels are enabled (`PAGEMIND_KERNELS` is not `candle`).
+/// Whether pagemind's kernels are enabled (`PAGEMIND_KERNELS` is not `candle`; read once per
+/// process, since the CUDA decode path asks on every layer of every token).
 pub fn own_kernels() -> bool {
-    std::env::var("PAGEMIND_KERNELS").map(|v| v != "candle").unwrap_or(true)
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("PAGEMIND_KERNELS").map(|v| v != "candle").unwrap_or(true))
 }
 
 impl Linear {
@@ -71,7 +73,7 @@ impl Linear {
                 return Ok(own);
             }
         }
-        Ok(Linear::Candle(QMatMul::from_qtensor(w)?))
+        Ok(Linear::Candle(QMatMul::from_qtensor(on_device(w, device)?)?))
     }
 
     /// Output width, for pagemind's kernels (`None` for candle's).
@@ -147,7 +149,7 @@ fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
     if parts.is_empty() {
         return Err(parts);
     }
-    if parts.iter().all(|p| matches!(p, Linear::Candle(QMatMul::QTensor(_)))) {
+    if matches!(parts[0], Linear::Candle(_)) {
         return stack_candle(parts);
     }
     same!(Q4_1, Q4_1Matrix::concat);
@@ -158,44 +160,75 @@ fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
     Err(parts)
 }
 
-/// Stack candle-side quantized matrices of one type and input width (on a GPU, one activation
-/// quantization and one kernel instead of one each per part): their GGML blocks are rows, so
-/// the stacked matrix is their bytes concatenated.
+/// `w` on `device` (moved there once if it was read elsewhere).
+fn on_device(w: QTensor, device: &Device) -> Result<QTensor> {
+    if w.device().same_device(device) {
+        return Ok(w);
+    }
+    let storage = QStorage::from_data(w.data()?, device, w.dtype())?;
+    Ok(QTensor::new(storage, w.shape().clone())?)
+}
+
+/// Quantized matrices of one GGML type and input width stacked into one, on their own device:
+/// their GGML blocks are rows, so the stacked matrix is their bytes concatenated. `None` when
+/// the types or widths differ.
+fn concat_rows(qs: &[&QTensor]) -> Result<Option<QTensor>> {
+    let first = qs[0];
+    let cols = |q: &QTensor| match q.shape().dims() {
+        &[_, c] => Some(c),
+        _ => None,
+    };
+    if cols(first).is_none() || qs.iter().any(|q| q.dtype() != first.dtype() || cols(q) != cols(first)) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    for q in qs {
+        bytes.extend_from_slice(&q.data()?);
+    }
+    let rows: usize = qs.iter().map(|q| q.shape().dims()[0]).sum();
+    let storage = QStorage::from_data(Cow::Owned(bytes), &first.device(), first.dtype())?;
+    Ok(Some(QTensor::new(storage, (rows, cols(first).expect("checked above")))?))
+}
+
+/// Stack candle-side quantized matrices (one activation quantization and one kernel instead of
+/// one each per part), or give the parts back.
 fn stack_candle(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
-    let qs: Vec<&QTensor> = parts
+    let qs: Option<Vec<&QTensor>> = parts
         .iter()
-        .filter_map(|p| match p {
+        .map(|p| match p {
             Linear::Candle(QMatMul::QTensor(q)) => Some(q.as_ref()),
             _ => None,
         })
         .collect();
-    let (dtype, dims0) = (qs[0].dtype(), qs[0].shape().dims().to_vec());
-    let same = qs.len() == parts.len()
-        && qs.iter().all(|q| q.dtype() == dtype && q.shape().dims().len() == 2 && q.shape().dims()[1] == dims0[1]);
-    if !same || dims0.len() != 2 {
-        return Err(parts);
+    // A failed copy only costs the fusion: the parts still work one by one.
+    match qs.map(|qs| concat_rows(&qs)) {
+        Some(Ok(Some(w))) => QMatMul::from_qtensor(w).map(Linear::Candle).map_err(|_| parts),
+        _ => Err(parts),
     }
-    let stacked = || -> Result<Linear> {
-        let mut bytes = Vec::new();
-        for q in &qs {
-            bytes.extend_from_slice(&q.data()?);
-        }
-        let rows: usize = qs.iter().map(|q| q.shape().dims()[0]).sum();
-        let storage = QStorage::from_data(Cow::Owned(bytes), &qs[0].device(), dtype)?;
-        Ok(Linear::Candle(QMatMul::from_qtensor(QTensor::new(storage, (rows, dims0[1]))?)?))
-    };
-    stacked().map_err(|_| parts)
 }
 
 impl LinearGroup {
-    /// Stack `parts` if they are all on the same one of pagemind's kernels, with the same input
-    /// width.
+    /// Stack `parts` if they are all on the same one of pagemind's kernels, or all candle's of one
+    /// GGML type, with the same input width.
     pub fn new(parts: Vec<Linear>) -> Self {
         let sizes: Vec<usize> = parts.iter().map(Linear::rows).collect();
         match stack(parts) {
             Ok(linear) => LinearGroup::Fused { linear, sizes },
             Err(parts) => LinearGroup::Separate(parts),
         }
+    }
+
+    /// A group from weights read on the CPU. On another device, parts of one type are stacked
+    /// before they are moved there (one copy to the device, none back).
+    pub fn load(parts: Vec<QTensor>, device: &Device) -> Result<Self> {
+        if !device.is_cpu() {
+            if let Some(w) = concat_rows(&parts.iter().collect::<Vec<_>>())? {
+                let sizes = parts.iter().map(|q| q.shape().dims()[0]).collect();
+                return Ok(LinearGroup::Fused { linear: Linear::new(w, device)?, sizes });
+            }
+        }
+        let parts = parts.into_iter().map(|w| Linear::new(w, device)).collect::<Result<Vec<_>>>()?;
+        Ok(Self::new(parts))
     }
 
     /// Each part's output, in the order given to [`LinearGroup::new`].

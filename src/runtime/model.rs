@@ -113,7 +113,7 @@ impl Transformer {
     pub fn load(g: &mut Gguf, device: &Device) -> Result<Self> {
         let config = Config::from_gguf(g)?;
         let path = g.path.clone();
-        let mut get = |name: &str| -> Result<QTensor> {
+        let mut get = |name: &str, device: &Device| -> Result<QTensor> {
             let info = g
                 .content
                 .tensor_infos
@@ -124,10 +124,10 @@ impl Transformer {
                 .tensor(&mut g.file, name, device)
                 .map_err(|e| Error::Gguf { path: path.clone(), msg: format!("tensor {name}: {e}") })
         };
-        let embed_q = get("token_embd.weight")?;
+        let embed_q = get("token_embd.weight", device)?;
         let embed = Embedding::new(&embed_q, device)?;
-        let norm = get("output_norm.weight")?.dequantize(device)?;
-        let output = match get("output.weight") {
+        let norm = get("output_norm.weight", device)?.dequantize(device)?;
+        let output = match get("output.weight", device) {
             Ok(w) => Linear::new(w, device)?,
             Err(_) => Linear::new(embed_q, device)?,
         };
@@ -135,10 +135,13 @@ impl Transformer {
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
-            let mut q = |s: &str| -> Result<Linear> { Linear::new(get(&format!("{p}.{s}.weight"))?, device) };
-            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
-            let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"))?.dequantize(device)?) };
+            // Matrices are read on the CPU: Linear and LinearGroup move them to the device once,
+            // after stacking Q/K/V and gate/up.
+            let mut q = |s: &str| get(&format!("{p}.{s}.weight"), &Device::Cpu);
+            let qkv = LinearGroup::load(vec![q("attn_q")?, q("attn_k")?, q("attn_v")?], device)?;
+            let gate_up = LinearGroup::load(vec![q("ffn_gate")?, q("ffn_up")?], device)?;
+            let (wo, down) = (Linear::new(q("attn_output")?, device)?, Linear::new(q("ffn_down")?, device)?);
+            let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"), device)?.dequantize(device)?) };
             let qkv_bias = if qkv_bias {
                 Some(Tensor::cat(&[f("attn_q.bias")?, f("attn_k.bias")?, f("attn_v.bias")?], 0)?)
             } else {
@@ -147,10 +150,10 @@ impl Transformer {
             layers.push(Layer {
                 attn_norm: f("attn_norm.weight")?,
                 ffn_norm: f("ffn_norm.weight")?,
-                qkv: LinearGroup::new(vec![wq, wk, wv]),
+                qkv,
                 qkv_bias,
                 wo,
-                gate_up: LinearGroup::new(vec![gate, up]),
+                gate_up,
                 down,
             });
         }
