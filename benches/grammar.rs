@@ -37,8 +37,8 @@ fn bench_model(id: &str, quick: bool) -> Option<serde_json::Value> {
     let tools = builtin_tools(&["persona".into(), "human".into()]);
     let format = r.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
     let grammar = StepGrammar::new(&model, &tools, format).unwrap();
-    let (compact, full) = grammar.listing_sizes(&model).unwrap();
-    let inst = instructions("Sam", &tools, format);
+    let (compact, full) = StepGrammar::listing_sizes(&model, &tools).unwrap();
+    let inst = instructions("Sam", &tools, format, 4, 4096);
     let working = working_context(&blocks, 0, 0);
     let mut session = Session::new(&model, 4096).unwrap();
     let mut sampler = Sampler::new(agent_sampling());
@@ -48,7 +48,7 @@ fn bench_model(id: &str, quick: bool) -> Option<serde_json::Value> {
     let n = if quick { 2 } else { MESSAGES.len() };
     for text in &MESSAGES[..n] {
         let queue = [user_message(text)];
-        let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue }
+        let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue, format }
             .tokens(&model)
             .unwrap();
         let s = decode_step(&grammar, &mut session, &prompt, &mut sampler, |_| {}).unwrap();

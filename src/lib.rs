@@ -29,6 +29,7 @@ pub mod bench;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod grammar;
 pub mod ingest;
 #[path = "../kernels/cpu/mod.rs"]

@@ -19,13 +19,17 @@ use crate::tools::ToolSpec;
 use crate::Result;
 use serde::Serialize;
 
-/// The read-only system instructions with the tool list.
-pub fn instructions(name: &str, tools: &[ToolSpec], format: StepFormat) -> String {
-    let fmt = match format {
-        StepFormat::Json => prompts::FORMAT_JSON,
-        StepFormat::Qwen => prompts::FORMAT_QWEN,
-    };
-    prompts::SYSTEM.replace("{name}", name).replace("{format}", fmt).replace("{tools}", &compact_listing(tools))
+/// The read-only system instructions with the tool list; example exchanges are included when
+/// the window has room for them (`window >= prompts::EXAMPLES_MIN_WINDOW`).
+pub fn instructions(name: &str, tools: &[ToolSpec], format: StepFormat, max_searches: usize, window: usize) -> String {
+    let example = if window >= prompts::EXAMPLES_MIN_WINDOW { prompts::example(format) } else { String::new() };
+    prompts::SYSTEM
+        .replace("{name}", name)
+        .replace("{format}", format.describe())
+        .replace("{example}", &example)
+        .replace("{max_searches}", &max_searches.to_string())
+        .replace("{page_size}", &crate::tools::PAGE_SIZE.to_string())
+        .replace("{tools}", &compact_listing(tools))
 }
 
 /// The working context: core-memory blocks and stats.
@@ -51,6 +55,8 @@ pub struct MainContext<'a> {
     pub working: &'a str,
     pub summary: &'a Summary,
     pub queue: &'a [Message],
+    /// The model's step format (decides how function results are shown).
+    pub format: StepFormat,
 }
 
 /// Token counts per section (from the model's own tokenizer).
@@ -75,7 +81,7 @@ impl MainContext<'_> {
                 prompts::summary_message(self.summary.messages_covered, &self.summary.text),
             ));
         }
-        v.extend(self.queue.iter().map(to_chat));
+        v.extend(self.queue.iter().map(|m| to_chat(m, self.format)));
         v
     }
 

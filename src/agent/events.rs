@@ -5,6 +5,7 @@ objects naming their type, as MemGPT does, so the model can tell a user's words 
 alert, a function result or a heartbeat.
 */
 
+use crate::grammar::StepFormat;
 use crate::memory::{Message, MessageRole};
 use crate::runtime::ChatMessage;
 use serde_json::json;
@@ -15,7 +16,22 @@ fn now_str() -> String {
 
 /// A message from the user.
 pub fn user_message(text: &str) -> Message {
-    Message::new(MessageRole::User, json!({"type": "user_message", "message": text, "time": now_str()}).to_string())
+    let mut m = user_message_at(text, None, chrono::Utc::now());
+    m.created_at = 0; // stamped when stored
+    m
+}
+
+/// A message from the user, sent at `at`. In a conversation of several people, `name` says
+/// who spoke (as chat APIs' `name` field does); it is shown in search results but not embedded.
+pub fn user_message_at(text: &str, name: Option<&str>, at: chrono::DateTime<chrono::Utc>) -> Message {
+    let time = at.format("%Y-%m-%d %H:%M").to_string();
+    let v = match name {
+        Some(n) => json!({"type": "user_message", "name": n, "message": text, "time": time}),
+        None => json!({"type": "user_message", "message": text, "time": time}),
+    };
+    let mut m = Message::new(MessageRole::User, v.to_string());
+    m.created_at = at.timestamp_millis();
+    m
 }
 
 /// The first event of a session.
@@ -48,10 +64,13 @@ pub fn function_result(function: &str, ok: bool, text: &str) -> Message {
     m
 }
 
-/// How a stored message appears to the chat template.
-pub fn to_chat(m: &Message) -> ChatMessage {
-    let role = match m.role {
-        MessageRole::Assistant => "assistant",
+/// How a stored message appears to the chat template. Function results take the template's
+/// `tool` role for models whose step format is their own tool-call syntax (Qwen2.5 renders them
+/// as `<tool_response>`, as it was trained); other models see every event as a user turn.
+pub fn to_chat(m: &Message, format: StepFormat) -> ChatMessage {
+    let role = match (m.role, format) {
+        (MessageRole::Assistant, _) => "assistant",
+        (MessageRole::Function, StepFormat::Qwen) => "tool",
         _ => "user",
     };
     ChatMessage::new(role, m.content.clone())

@@ -4,8 +4,9 @@
 [`MemoryStore`]. [`Agent::turn`] handles one user message: each step renders main context
 ([`context`]), decodes one grammar-constrained call ([`crate::grammar`]), runs its handler
 ([`tools`]) and appends the call and its result to recall storage, durably, before anything is
-shown. `send_message` yields to the user unless it requests a heartbeat; a failed function or
-`request_heartbeat: true` runs another step, up to the per-turn step limit. Before each step the
+shown. `send_message` ends the turn; every other function (and a failed call) runs another
+step, and the last step the per-turn limit allows may only call `send_message`, so every turn
+ends with a message to the user. Before each step the
 queue manager ([`pressure`]) sends the memory-pressure alert once per crossing of the warning
 threshold and, at the flush threshold, evicts the oldest messages into a new recursive summary.
 
@@ -20,14 +21,14 @@ mod prompts;
 mod tools;
 
 pub use context::{instructions, working_context, ContextReport, MainContext};
-pub use events::{to_chat, user_message, user_text};
+pub use events::{to_chat, user_message, user_message_at, user_text};
 pub use export::{export_agent, import_agent, AgentExport, EXPORT_FORMAT};
 
 use crate::embed::Embedder;
 use crate::grammar::{decode_step, StepFormat, StepGrammar, StepStats, ToolCall};
 use crate::memory::{AgentRecord, FunctionCall, MemoryStore, Message, MessageRole, Passage};
 use crate::runtime::{ChatModel, Sampler, SamplerConfig, Session};
-use crate::tools::{builtin_tools, ToolSpec};
+use crate::tools::{builtin_tools, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -46,9 +47,6 @@ pub const AGENT_REPEAT_PENALTY: f32 = 1.15;
 pub fn agent_sampling() -> SamplerConfig {
     SamplerConfig { repeat_penalty: AGENT_REPEAT_PENALTY, ..SamplerConfig::greedy() }
 }
-
-/// Archival searches allowed per turn: document QA pages through results, but boundedly.
-pub const MAX_SEARCHES: usize = 4;
 
 /// Default context window when neither the agent nor the command sets one.
 pub const DEFAULT_WINDOW: usize = 2048;
@@ -93,7 +91,7 @@ impl<'m> LlmSteps<'m> {
         window: usize,
         sampling: Option<SamplerConfig>,
     ) -> Result<Self> {
-        let format = model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
+        let format = StepFormat::of(model);
         Ok(Self {
             grammar: StepGrammar::new(model, tools, format)?,
             only: Default::default(),
@@ -119,10 +117,10 @@ impl StepModel for LlmSteps<'_> {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<(ToolCall, String, StepStats)> {
         if !self.only.contains_key(only) {
-            // The restricted step is the first of its kind in a turn: paging starts at 0.
+            // The restricted step is the first of its kind in a turn: paging starts at page 1.
             let mut tools: Vec<ToolSpec> = self.tools.iter().filter(|t| t.name == only).cloned().collect();
             for p in tools.iter_mut().flat_map(|t| t.params.iter_mut()).filter(|p| p.name == "page") {
-                p.ty = crate::tools::ParamType::Integer { min: 0, max: 0 };
+                p.ty = crate::tools::ParamType::Integer { min: 1, max: 1 };
             }
             if tools.is_empty() {
                 return self.step(prompt, on_token);
@@ -177,7 +175,10 @@ pub struct StepRecord {
     pub thoughts: String,
     pub status: &'static str,
     pub result: String,
-    pub request_heartbeat: bool,
+    /// Whether the turn went on after this step (every call but a successful `send_message`).
+    pub continues: bool,
+    /// Ids of the recall messages or archival passages this step's search showed the model.
+    pub hits: Vec<u64>,
     /// Prompt tokens of main context for this step.
     pub prompt_tokens: usize,
     pub tokens_evaluated: usize,
@@ -214,14 +215,18 @@ pub struct Agent<'a> {
     instructions: String,
     /// Working context as of the last refresh.
     working: String,
+    /// The core-memory blocks that `working` shows.
+    working_blocks: Vec<crate::memory::Block>,
     /// The context window in tokens.
     pub window: usize,
     /// Results per page for searches.
     pub page_size: usize,
     pub result_limit: usize,
     retrieved: Vec<Passage>,
-    /// Archival searches run in the current turn (bounded by [`MAX_SEARCHES`]).
+    /// Archival searches run in the current turn (bounded by the config's `max_searches`).
     searches: usize,
+    /// Id of the message that started the current turn: recall search sees only older ones.
+    turn_floor: u64,
 }
 
 impl<'a> Agent<'a> {
@@ -240,8 +245,8 @@ impl<'a> Agent<'a> {
             .min(model.weights.config.context_length);
         let labels: Vec<String> = store.blocks(record.id)?.into_iter().map(|b| b.label).collect();
         let tools = builtin_tools(&labels);
-        let format = model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
-        let instructions = instructions(&record.name, &tools, format);
+        let instructions =
+            instructions(&record.name, &tools, StepFormat::of(model), record.config.max_searches, window);
         record.last_used = crate::memory::now_ms();
         store.update_agent(&record)?;
         let mut a = Self {
@@ -252,11 +257,13 @@ impl<'a> Agent<'a> {
             tools,
             instructions,
             working: String::new(),
+            working_blocks: vec![],
             window,
-            page_size: 5,
+            page_size: PAGE_SIZE,
             result_limit: RESULT_LIMIT,
             retrieved: vec![],
             searches: 0,
+            turn_floor: u64::MAX,
         };
         a.refresh_working_context()?;
         let system = a.model.tokenizer.encode(&format!("{}\n\n{}", a.instructions, a.working), true)?.len();
@@ -272,9 +279,21 @@ impl<'a> Agent<'a> {
     /// Re-read core memory and stats into the working context (changes the prompt prefix).
     pub fn refresh_working_context(&mut self) -> Result<()> {
         let id = self.record.id;
-        self.working =
-            working_context(&self.store.blocks(id)?, self.store.message_count(id)?, self.store.passage_count(id)?);
+        let blocks = self.store.blocks(id)?;
+        self.working = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
+        self.working_blocks = blocks;
         Ok(())
+    }
+
+    /// Refresh the working context if core memory changed since the last refresh (at the
+    /// start of each user turn). Costs a re-evaluation of everything after the working
+    /// context, so it happens only when a block really changed.
+    pub fn refresh_if_changed(&mut self) -> Result<bool> {
+        if self.store.blocks(self.record.id)? == self.working_blocks {
+            return Ok(false);
+        }
+        self.refresh_working_context()?;
+        Ok(true)
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
@@ -289,23 +308,37 @@ impl<'a> Agent<'a> {
         Ok((self.store.summary(self.record.id)?, self.store.context_messages(self.record.id)?))
     }
 
+    /// Render main context as it stands and hand it to `f`.
+    fn with_context<T>(&self, f: impl FnOnce(&MainContext) -> Result<T>) -> Result<T> {
+        let (summary, queue) = self.main_context()?;
+        f(&MainContext {
+            instructions: &self.instructions,
+            working: &self.working,
+            summary: &summary,
+            queue: &queue,
+            format: StepFormat::of(self.model),
+        })
+    }
+
     /// Token ids of the current prompt.
     pub fn prompt_tokens(&self) -> Result<Vec<u32>> {
-        let (summary, queue) = self.main_context()?;
-        MainContext { instructions: &self.instructions, working: &self.working, summary: &summary, queue: &queue }
-            .tokens(self.model)
+        self.with_context(|c| c.tokens(self.model))
     }
 
     /// Token usage per section.
     pub fn context_report(&self) -> Result<ContextReport> {
-        let (summary, queue) = self.main_context()?;
-        MainContext { instructions: &self.instructions, working: &self.working, summary: &summary, queue: &queue }
-            .report(self.model, self.window)
+        self.with_context(|c| c.report(self.model, self.window))
     }
 
-    /// Append an event to the queue (durable).
+    /// Append an event to the queue (durable). Conversation messages (what the user said, what
+    /// the agent sent) are also embedded for recall search when an embedder is loaded.
     pub fn push(&self, m: Message) -> Result<Message> {
-        self.store.append_message(self.record.id, m)
+        let m = self.store.append_message(self.record.id, m)?;
+        if let (Some(e), Some(text)) = (self.embedder, m.conversation_text()) {
+            let v = e.embed(&[text.as_str()])?.remove(0);
+            self.store.put_message_vectors(self.record.id, &[(m.id, v)])?;
+        }
+        Ok(m)
     }
 
     /// The login event that starts a session.
@@ -315,17 +348,52 @@ impl<'a> Agent<'a> {
         self.store.set_state(self.record.id, "last_login", &serde_json::json!(crate::memory::now_ms()))
     }
 
+    /// The login event, then a turn in which the agent speaks first (the paper's
+    /// conversation opener: it may look into its memory, then greets the user).
+    pub fn login_and_greet(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
+        self.refresh_if_changed()?;
+        self.login()?;
+        self.run_steps(steps, obs)
+    }
+
     /// Handle one user message: steps until the agent yields or the step limit is hit.
     pub fn turn(&mut self, steps: &mut dyn StepModel, user: &str, obs: &mut dyn Observer) -> Result<TurnResult> {
+        self.refresh_if_changed()?;
         self.push(events::user_message(user))?;
         self.run_steps(steps, obs)
     }
 
-    /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`).
+    /// A user message with an explicit time (replayed history, e.g. an evaluation's past
+    /// sessions): one turn, as [`Agent::turn`].
+    pub fn turn_at(
+        &mut self,
+        steps: &mut dyn StepModel,
+        user: &str,
+        speaker: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+        obs: &mut dyn Observer,
+    ) -> Result<TurnResult> {
+        self.refresh_if_changed()?;
+        self.push(events::user_message_at(user, speaker, at))?;
+        self.run_steps(steps, obs)
+    }
+
+    /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`, `login`).
+    ///
+    /// Every function but `send_message` continues the turn, and the turn's last allowed step
+    /// may only call `send_message`, so a turn always ends with a message to the user.
     pub fn run_steps(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
         let mut out = TurnResult::default();
         self.retrieved.clear();
         self.searches = 0;
+        // Recall search looks at what was said before this turn, not at the turn itself.
+        self.turn_floor = self
+            .store
+            .context_messages(self.record.id)?
+            .iter()
+            .rev()
+            .find(|m| m.role == MessageRole::User)
+            .map_or(u64::MAX, |m| m.id);
         let max = self.record.config.max_steps.max(1);
         let mut retried = false;
         let mut answer_forced = false;
@@ -338,14 +406,13 @@ impl<'a> Agent<'a> {
             let mut cancelled = false;
             let tokenizer = self.model.tokenizer.clone();
             let mut ids = vec![];
-            // Document QA: an agent with loaded documents searches them before anything else, and
-            // a turn that would end without an answer gets one more step that must answer.
+            // Document QA: an agent with loaded documents searches them before anything else.
             let doc_mode = self.record.config.search_first && self.store.has_passages(self.record.id)?;
-            let search_first = i == 0 && doc_mode;
+            let search_first = i == 0 && doc_mode && max > 1;
             let only = if search_first {
                 Some("archival_memory_search")
-            } else if answer_forced {
-                Some("send_message")
+            } else if answer_forced || i + 1 == max {
+                Some(SEND_MESSAGE)
             } else {
                 None
             };
@@ -362,7 +429,7 @@ impl<'a> Agent<'a> {
                 Some(tool) => steps.step_only(&prompt, tool, &mut on_token),
                 None => steps.step(&prompt, &mut on_token),
             };
-            let (mut call, text, stats) = match r {
+            let (call, text, stats) = match r {
                 Ok(x) => x,
                 // The step outgrew the window: flush and take the step again, once.
                 Err(Error::ContextOverflow { .. }) if !retried => {
@@ -376,26 +443,22 @@ impl<'a> Agent<'a> {
             if cancelled {
                 return Err(Error::Invalid("generation cancelled".into()));
             }
-            if search_first {
-                call.request_heartbeat = true; // the answer comes in the next step
-            }
             let mut m = Message::new(MessageRole::Assistant, text);
             m.function = Some(FunctionCall {
                 name: call.function.clone(),
                 arguments: call.arguments.clone(),
-                request_heartbeat: call.request_heartbeat,
+                request_heartbeat: call.continues(),
             });
             self.push(m)?;
             let outcome = self.run_tool(&call);
-            let (ok, mut result) = match &outcome.result {
+            let (ok, result) = match &outcome.result {
                 Ok(t) => (true, t.clone()),
                 Err(t) => (false, t.clone()),
             };
-            if result.chars().count() > self.result_limit {
-                result = result.chars().take(self.result_limit).collect::<String>() + " [truncated]";
-            }
+            let result = cut_chars(&result, self.result_limit);
             self.push(events::function_result(&call.function, ok, &result))?;
-            if call.function == "send_message" {
+            let sent = call.function == SEND_MESSAGE && ok;
+            if sent {
                 let msg = call.arguments["message"].as_str().unwrap_or_default().to_string();
                 obs.message(&msg);
                 out.messages.push(msg);
@@ -409,7 +472,8 @@ impl<'a> Agent<'a> {
                 thoughts: call.thoughts.clone(),
                 status: if ok { "OK" } else { "Failed" },
                 result,
-                request_heartbeat: call.request_heartbeat,
+                continues: !sent,
+                hits: outcome.hits,
                 prompt_tokens: prompt.len(),
                 tokens_evaluated: stats.prompt_evaluated,
                 tokens_reused: stats.prompt_reused,
@@ -421,29 +485,42 @@ impl<'a> Agent<'a> {
             };
             obs.step(&rec);
             out.steps.push(rec);
-            let again = if !ok {
-                Some("Function call failed, returning control")
-            } else if call.request_heartbeat {
-                Some("Function called using request_heartbeat=true, returning control")
+            if sent {
+                out.step_limit_hit = i + 1 == max && max > 1 && !answer_forced;
+                break;
+            }
+            if i + 1 >= max {
+                out.step_limit_hit = true;
+                break;
+            }
+            // The function result itself hands control back (no heartbeat event between a result
+            // and the next step: small models answer the last message they see, and a
+            // "continue" note is not what the user asked). Heartbeats carry instructions only.
+            let reason = if doc_mode && !search_first && self.searches >= 1 && !answer_forced && i >= 1 {
+                // Document QA: one page more at most, then the answer.
+                answer_forced = true;
+                Some(prompts::ANSWER_NOW)
+            } else if i + 2 == max {
+                Some(prompts::REPLY_NOW)
             } else {
                 None
             };
-            match again {
-                Some(reason) if i + 1 < max => {
-                    self.push(events::heartbeat(reason))?;
-                }
-                Some(_) => out.step_limit_hit = true,
-                None if doc_mode && out.messages.is_empty() && !answer_forced && i + 1 < max => {
-                    answer_forced = true;
-                    self.push(events::heartbeat(prompts::ANSWER_NOW))?;
-                }
-                None => break,
+            if let Some(reason) = reason {
+                self.push(events::heartbeat(reason))?;
             }
             i += 1;
         }
         out.retrieved = std::mem::take(&mut self.retrieved);
         Ok(out)
     }
+}
+
+/// `text` cut to `limit` characters, marked when cut.
+fn cut_chars(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_string();
+    }
+    text.chars().take(limit).collect::<String>() + " [truncated]"
 }
 
 /// Extracts the `message` argument of a `send_message` call from partial step text.

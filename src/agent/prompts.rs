@@ -1,26 +1,63 @@
-/*! The agent's fixed texts: system instructions, event formats, the summarizer's prompt. */
+/*! The agent's fixed texts: system instructions, event texts, the summarizer's prompt.
 
-/// The read-only system instructions. `{tools}` and `{format}` are filled in.
-pub const SYSTEM: &str = "You are {name}, an assistant with paged memory.
-Core memory (below) is always visible: keep facts about the human and yourself there.
-Recall memory has every past message (conversation_search). Archival memory stores facts and documents (archival_memory_insert, archival_memory_search); to answer a question about documents, call archival_memory_search (request_heartbeat=true; next page if needed, at most 4 searches), then send_message with the answer and the [source: ...] of the passages used.
-Old messages are replaced by a summary when context fills; on a memory warning, save what matters.
-Reply with exactly one function call: {format}
-request_heartbeat=true runs another step (e.g. to read search results); send_message talks to the user.
-Functions:
+Numbers in these texts (page size, search limit) are filled in from the constants the code
+uses, so the prompt cannot drift from the behaviour.
+*/
+
+use crate::grammar::{StepFormat, ToolCall};
+use serde_json::json;
+
+/// The read-only system instructions. `{name}`, `{format}`, `{example}`, `{max_searches}`, `{page_size}` and
+/// `{tools}` are filled in by [`super::instructions`].
+pub const SYSTEM: &str = "You are {name}, an assistant with long-term memory, running on the user's computer.
+Each reply is one function call: {format}
+Only send_message reaches the user, and it ends your turn; any other function gives you another step. Thoughts are private. Answer in your own words; never repeat the user's message back.
+Events are JSON: only user_message is the user; login, heartbeat, system_alert and function_result come from the system (never pass alerts on).
+Memory:
+- Core memory (below) is always in view. When the user states a lasting fact about themselves, first save it with core_memory_append to \"human\", then reply.
+- Recall memory has every past message. For something said earlier that is not in view, call conversation_search with a few keywords (results show when it was said), then answer from the results.
+- Archival memory: unlimited, searched by meaning (archival_memory_insert, archival_memory_search); loaded documents are there. For questions about documents, search first (at most {max_searches} searches a turn, {page_size} results a page) and cite the [source: ...].
+- If memory has no answer, say so; do not guess.
+{example}Functions:
 {tools}";
 
-/// How the step format is described to the model.
-pub const FORMAT_JSON: &str =
-    "{\"thoughts\": ..., \"function\": ..., \"arguments\": {...}, \"request_heartbeat\": bool}";
-pub const FORMAT_QWEN: &str =
-    "<tool_call>{\"name\": ..., \"arguments\": {\"thoughts\": ..., ..., \"request_heartbeat\": bool}}</tool_call>";
+/// Windows below this many tokens get the prompt without example exchanges (they cost ~200
+/// tokens, a fifth of a 1,024-token window).
+pub const EXAMPLES_MIN_WINDOW: usize = 1536;
+
+/// The example exchanges shown in the system prompt, rendered in the model's own step format:
+/// saving a fact before replying, and answering a question from a search's results.
+pub fn example(format: StepFormat) -> String {
+    let call = |thoughts: &str, function: &str, arguments: serde_json::Value| {
+        format.render(&ToolCall { thoughts: thoughts.into(), function: function.into(), arguments })
+    };
+    [
+        "Examples:".to_string(),
+        "user_message: \"I'm Ana. My dog Rex turned three today!\"".to_string(),
+        call(
+            "A lasting fact about the user: save it first.",
+            "core_memory_append",
+            json!({"label": "human", "content": "Name: Ana. Has a dog, Rex (born on this date)."}),
+        ),
+        call("Saved. Now reply.", crate::tools::SEND_MESSAGE, json!({"message": "Happy birthday to Rex, Ana!"})),
+        "user_message: \"Which city did I say my sister lives in?\"".to_string(),
+        call("Not in view: search recall.", "conversation_search", json!({"query": "sister city", "page": 1})),
+        "function_result: \"1. [2024-03-02 18:10] user: My sister Lena moved to Porto.\"".to_string(),
+        call(
+            "The result answers it.",
+            crate::tools::SEND_MESSAGE,
+            json!({"message": "Porto: your sister Lena lives there."}),
+        ),
+    ]
+    .join("\n")
+        + "\n"
+}
 
 /// The working-context section.
 pub const CORE_HEADER: &str = "### Core memory (working context)";
 
 /// The alert sent once when the prompt crosses the warning threshold.
-pub const PRESSURE_ALERT: &str = "Warning: the conversation history will soon reach its maximum length and older messages will be evicted into a summary. Save important information from recent messages to core or archival memory now.";
+pub const PRESSURE_ALERT: &str = "Private note from the system (do not tell the user): the conversation will soon be too long and older messages will be moved out of view into a summary. If recent messages hold lasting facts that are not in core memory yet, save them now with core_memory_append or archival_memory_insert, then carry on.";
 
 /// What a request for a recursive summary looks like.
 pub const SUMMARIZE: &str = "Summarize the conversation below in at most 120 words, keeping names, facts the user shared, decisions and open questions. Write plain prose, in the third person.";
@@ -28,10 +65,13 @@ pub const SUMMARIZE: &str = "Summarize the conversation below in at most 120 wor
 /// Intro of the summary message at the head of the queue.
 pub fn summary_message(covered: u64, text: &str) -> String {
     format!(
-        "Note: {covered} earlier messages were evicted from view (search them with conversation_search). Summary of them: {text}"
+        "Note: {covered} earlier messages were moved out of view (conversation_search finds them). Summary of them: {text}"
     )
 }
 
 /// The heartbeat that asks a document-QA turn for its answer.
 pub const ANSWER_NOW: &str =
     "Answer the user now with send_message, using the search results above and naming their [source: ...].";
+
+/// The heartbeat of a turn's last step: it may only call `send_message`.
+pub const REPLY_NOW: &str = "Step limit of this turn reached: reply to the user now with send_message.";

@@ -7,7 +7,7 @@ back to the model (it then gets another step). Results are paginated and truncat
 
 use super::Agent;
 use crate::grammar::ToolCall;
-use crate::memory::{parse_date, Page};
+use crate::memory::{parse_date, Page, RecallFilter};
 use crate::Error;
 use serde_json::Value;
 
@@ -15,14 +15,23 @@ use serde_json::Value;
 pub struct Outcome {
     pub result: std::result::Result<String, String>,
     pub summary: String,
+    /// Ids of the messages or passages shown (searches).
+    pub hits: Vec<u64>,
+}
+
+impl Outcome {
+    fn new(result: std::result::Result<String, String>, summary: String) -> Self {
+        Self { result, summary, hits: vec![] }
+    }
 }
 
 fn arg<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or_default()
 }
 
+/// The 0-based page of a call's 1-based `page` argument.
 fn page_of(v: &Value) -> usize {
-    v["page"].as_u64().unwrap_or(0) as usize
+    (v["page"].as_u64().unwrap_or(1) as usize).saturating_sub(1)
 }
 
 fn fmt_time(ms: i64) -> String {
@@ -33,19 +42,45 @@ fn err_text(e: Error) -> String {
     e.to_string()
 }
 
-fn listing<T>(p: &Page<T>, line: impl Fn(usize, &T) -> String) -> String {
+/// A page of results as the model sees it. Each line gets an equal share of `limit`
+/// characters, so every result on the page is shown (cut if long) rather than the later ranks
+/// disappearing under a cut of the whole text. A page past the end is an error naming the
+/// pages that exist.
+fn listing<T>(p: &Page<T>, limit: usize, line: impl Fn(usize, &T) -> String) -> std::result::Result<String, String> {
     if p.total == 0 {
-        return "No results found.".into();
+        return Ok("No results found.".into());
     }
     if p.items.is_empty() {
-        return format!("No results on page {} (there are {} pages).", p.page, p.pages());
+        return Err(format!("There is no page {}: there are {} page(s) of results.", p.page + 1, p.pages()));
     }
     let mut s = format!("{}:", p.header());
+    let share = limit.saturating_sub(s.len() + 16 * p.items.len()) / p.items.len().max(1);
     for (i, it) in p.items.iter().enumerate() {
         s.push('\n');
-        s.push_str(&line(p.page * p.page_size + i + 1, it));
+        let l = line(p.page * p.page_size + i + 1, it);
+        if l.chars().count() > share.max(80) {
+            s.extend(l.chars().take(share.max(80)));
+            s.push_str(" [...]");
+        } else {
+            s.push_str(&l);
+        }
     }
-    s
+    Ok(s)
+}
+
+/// Who said a conversation message, as results show it.
+fn who(m: &crate::memory::Message) -> String {
+    match m.role {
+        crate::memory::MessageRole::Assistant => "you".to_string(),
+        _ => m.speaker().unwrap_or_else(|| "user".into()),
+    }
+}
+
+/// One recall hit: its time, who said it, and what was said. (Showing the messages around
+/// each hit as a small dialogue was tried: Qwen2.5-1.5B then answered "I'll save this for
+/// later" instead of using the results, F1 0.128 vs 0.151 on 12 LoCoMo questions.)
+fn recall_line(n: usize, m: &crate::memory::Message) -> String {
+    format!("{n}. [{}] {}: {}", fmt_time(m.created_at), who(m), m.conversation_text().unwrap_or_default())
 }
 
 impl Agent<'_> {
@@ -55,7 +90,16 @@ impl Agent<'_> {
         let id = self.record.id;
         let size = self.page_size;
         match call.function.as_str() {
-            "send_message" => Outcome { result: Ok("Sent message successfully.".into()), summary: String::new() },
+            crate::tools::SEND_MESSAGE => {
+                let msg = arg(a, "message");
+                // A message to the user must say something.
+                let result = if msg.trim().is_empty() {
+                    Err("The message is empty: write what the user should read.".to_string())
+                } else {
+                    Ok("Sent message successfully.".to_string())
+                };
+                Outcome::new(result, String::new())
+            }
             "core_memory_append" | "core_memory_replace" => {
                 let label = arg(a, "label");
                 let r = if call.function == "core_memory_append" {
@@ -66,7 +110,7 @@ impl Agent<'_> {
                 let result =
                     r.map(|b| format!("Core memory block '{label}' now reads:\n{}", b.value)).map_err(err_text);
                 let summary = format!("{} {label} -> {}", call.function, if result.is_ok() { "ok" } else { "failed" });
-                Outcome { result, summary }
+                Outcome::new(result, summary)
             }
             "archival_memory_insert" => {
                 let content = arg(a, "content");
@@ -81,32 +125,34 @@ impl Agent<'_> {
                     self.store.archival_insert(id, &self.record.embedding_model, p)
                 });
                 let result = r.map(|p| format!("Saved to archival memory as passage {}.", p.id)).map_err(err_text);
-                Outcome {
-                    summary: format!("archival_memory_insert -> {}", if result.is_ok() { "saved" } else { "failed" }),
-                    result,
-                }
+                let summary = format!("archival_memory_insert -> {}", if result.is_ok() { "saved" } else { "failed" });
+                Outcome::new(result, summary)
             }
             "archival_memory_search" => {
                 let q = arg(a, "query");
                 self.searches += 1;
-                if self.searches > super::MAX_SEARCHES {
-                    return Outcome {
-                        result: Err(format!(
-                            "Search limit ({}) for this turn reached: answer now with send_message, citing the sources you found.",
-                            super::MAX_SEARCHES
+                let max = self.record.config.max_searches;
+                if self.searches > max {
+                    return Outcome::new(
+                        Err(format!(
+                            "Search limit ({max}) for this turn reached: answer now with send_message, citing the sources you found."
                         )),
-                        summary: format!("archival_memory_search {q:?} -> limit reached"),
-                    };
+                        format!("archival_memory_search {q:?} -> limit reached"),
+                    );
                 }
+                let model = &self.record.embedding_model;
+                // Hybrid: passages that contain the query verbatim (an id, a name, a quoted
+                // phrase) come first, ranked by meaning among themselves; otherwise by meaning.
                 let r = self.embed(q).and_then(|v| {
-                    self.store.archival_search(id, &self.record.embedding_model, &v, page_of(a), size, None)
+                    let exact = self.store.archival_search(id, model, &v, page_of(a), size, Some(q.trim()))?;
+                    if exact.total > 0 && q.trim().chars().count() >= 3 {
+                        return Ok(exact);
+                    }
+                    self.store.archival_search(id, model, &v, page_of(a), size, None)
                 });
                 match r {
                     Ok(p) => {
-                        for s in &p.items {
-                            self.retrieved.push(s.passage.clone());
-                        }
-                        let text = listing(&p, |n, s| {
+                        let text = listing(&p, self.result_limit, |n, s| {
                             let src = if s.passage.span.is_empty() {
                                 s.passage.source.clone()
                             } else {
@@ -114,58 +160,49 @@ impl Agent<'_> {
                             };
                             format!("{n}. [source: {src}] {}", s.passage.text)
                         });
-                        Outcome {
-                            summary: format!("archival_memory_search {q:?} -> {} results", p.total.min(p.items.len())),
-                            result: Ok(text),
+                        let mut o =
+                            Outcome::new(text, format!("archival_memory_search {q:?} -> {} results", p.items.len()));
+                        for s in &p.items {
+                            self.retrieved.push(s.passage.clone());
+                            o.hits.push(s.passage.id);
                         }
+                        o
                     }
-                    Err(e) => Outcome { summary: "archival_memory_search -> failed".into(), result: Err(err_text(e)) },
+                    Err(e) => Outcome::new(Err(err_text(e)), "archival_memory_search -> failed".into()),
                 }
             }
             "conversation_search" => {
                 let q = arg(a, "query");
-                match self.store.recall_search(id, q, page_of(a), size) {
-                    Ok(p) => {
-                        let text = listing(&p, |n, m| {
-                            format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content)
-                        });
-                        Outcome {
-                            summary: format!("conversation_search {q:?} -> {} results", p.total),
-                            result: Ok(text),
-                        }
+                let day = |k: &str| a.get(k).and_then(|v| v.as_str()).map(parse_date).transpose();
+                let mut note = "";
+                let r = day("start_date").and_then(|from| Ok((from, day("end_date")?))).and_then(|(from, to)| {
+                    let qv = self.embedder.map(|e| e.embed(&[q])).transpose()?.map(|mut v| v.remove(0));
+                    let within = RecallFilter { before: self.turn_floor, from, to };
+                    let p = self.store.recall_search_filtered(id, q, qv.as_deref(), &within, page_of(a), size)?;
+                    if p.total > 0 || (from.is_none() && to.is_none()) {
+                        return Ok(p);
                     }
-                    Err(e) => Outcome { summary: "conversation_search -> failed".into(), result: Err(err_text(e)) },
-                }
-            }
-            "conversation_search_date" => {
-                let r = parse_date(arg(a, "start_date"))
-                    .and_then(|s| Ok((s, parse_date(arg(a, "end_date"))?)))
-                    .and_then(|(s, e)| self.store.recall_by_date(id, Some(s), Some(e), page_of(a), size));
+                    // Dates that exclude everything (small models guess them) must not hide
+                    // what was said: search all dates and say so.
+                    note = "Nothing was said between those dates; matches from any date follow.\n";
+                    let any = RecallFilter { before: self.turn_floor, from: None, to: None };
+                    self.store.recall_search_filtered(id, q, qv.as_deref(), &any, page_of(a), size)
+                });
                 match r {
                     Ok(p) => {
-                        let text = listing(&p, |n, m| {
-                            format!("{n}. [{}] {}: {}", fmt_time(m.created_at), m.role.as_str(), m.content)
-                        });
-                        Outcome {
-                            summary: format!("conversation_search_date -> {} results", p.total),
-                            result: Ok(text),
-                        }
+                        let text = if p.total == 0 {
+                            Ok("No results found. Try other keywords.".to_string())
+                        } else {
+                            listing(&p, self.result_limit, recall_line).map(|t| format!("{note}{t}"))
+                        };
+                        let mut o = Outcome::new(text, format!("conversation_search {q:?} -> {} results", p.total));
+                        o.hits = p.items.iter().map(|m| m.id).collect();
+                        o
                     }
-                    Err(e) => {
-                        Outcome { summary: "conversation_search_date -> failed".into(), result: Err(err_text(e)) }
-                    }
+                    Err(e) => Outcome::new(Err(err_text(e)), "conversation_search -> failed".into()),
                 }
             }
-            "pause_heartbeats" => {
-                let m = a["minutes"].as_u64().unwrap_or(0);
-                Outcome {
-                    result: Ok(format!("Timed heartbeats paused for {m} minutes.")),
-                    summary: format!("pause_heartbeats {m}"),
-                }
-            }
-            other => {
-                Outcome { result: Err(format!("unknown function '{other}'")), summary: format!("{other} -> unknown") }
-            }
+            other => Outcome::new(Err(format!("unknown function '{other}'")), format!("{other} -> unknown")),
         }
     }
 }

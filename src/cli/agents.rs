@@ -67,7 +67,7 @@ pub fn run(g: &Global, cmd: AgentsCmd) -> Result<()> {
     let catalog = g.store().catalog().clone();
     match cmd {
         AgentsCmd::Create { name, model, embedding_model, persona, human } => {
-            let chat = model.unwrap_or(catalog.default_chat.clone());
+            let chat = model.unwrap_or(catalog.agent_model().to_string());
             let emb = embedding_model.unwrap_or(catalog.default_embedding.clone());
             if catalog.get(&chat).is_none() && !std::path::Path::new(&chat).exists() {
                 bail!("unknown chat model '{chat}': see `pagemind models list`");

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pagemind::agent::{user_text, Agent, LlmSteps, Observer, StepRecord, TurnResult};
 use pagemind::embed::Embedder;
+use pagemind::grammar::{parse_call, StepFormat};
 use pagemind::memory::{MemoryStore, MessageRole, DEFAULT_HUMAN, DEFAULT_PERSONA};
 use pagemind::runtime::ChatModel;
 use pagemind::store::{ModelStore, Source};
@@ -67,7 +68,7 @@ pub fn load(g: &Global, a: &ChatArgs) -> Result<Loaded> {
     let models = g.store();
     let store = open_store(g)?;
     if !store.has_agent(&a.agent)? {
-        let chat = a.model.clone().unwrap_or(models.catalog().default_chat.clone());
+        let chat = a.model.clone().unwrap_or(models.catalog().agent_model().to_string());
         store.create_agent(&a.agent, &chat, &models.catalog().default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
         eprintln!("created agent '{}' (model {chat})", a.agent);
     }
@@ -200,7 +201,6 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
     let mut agent = Agent::open(&l.store, &l.model, Some(&l.embedder), &a.agent, a.context_window)?;
     let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.sampling.agent_config()))?;
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-    agent.login()?;
     let dim = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut term = Terminal { streamed: String::new(), dim, name: a.agent.clone() };
     let mut rl = rustyline::DefaultEditor::new()?;
@@ -210,6 +210,11 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
         "pagemind chat with '{}' ({}; window {} tokens). /help for commands.",
         agent.record.name, agent.record.chat_model, agent.window
     );
+    // The session opens with a login event, and the agent speaks first.
+    match agent.login_and_greet(&mut steps, &mut term) {
+        Ok(r) => report_limit(&r, agent.record.config.max_steps),
+        Err(e) => eprintln!("error: {e}"),
+    }
     loop {
         let line = match rl.readline("you> ") {
             Ok(l) => l,
@@ -314,25 +319,16 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 })
                 .cloned()
                 .context("no earlier step to change")?;
-            let mut v: serde_json::Value = serde_json::from_str(
-                m.content.trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim(),
-            )?;
+            let format = StepFormat::of(agent.model);
+            let mut call = parse_call(&m.content, format)?;
             let f = m.function.as_mut().context("not a function call")?;
             if name == "rethink" {
-                if v.get("thoughts").is_some() {
-                    v["thoughts"] = rest.into()
-                } else {
-                    v["arguments"]["thoughts"] = rest.into()
-                }
+                call.thoughts = rest.into();
             } else {
-                v["arguments"]["message"] = rest.into();
+                call.arguments["message"] = rest.into();
                 f.arguments["message"] = rest.into();
             }
-            m.content = if m.content.starts_with("<tool_call>") {
-                format!("<tool_call>\n{v}\n</tool_call>")
-            } else {
-                v.to_string()
-            };
+            m.content = format.render(&call);
             store.update_messages(id, &[m])?;
             println!("{name} done");
         }

@@ -159,10 +159,10 @@ fn tool_step(m: &ChatModel, a: &GenerateArgs) -> Result<()> {
     let step = decode_step(&grammar, &mut session, &ids, &mut sampler, |_| {})?;
     println!("{}", step.text);
     eprintln!(
-        "call: {}({}) heartbeat={} | {} tokens ({} forced), {} masks in {:.2} ms, step {:.0} ms",
+        "call: {}({}) continues={} | {} tokens ({} forced), {} masks in {:.2} ms, step {:.0} ms",
         step.call.function,
         step.call.arguments,
-        step.call.request_heartbeat,
+        step.call.continues(),
         step.stats.tokens,
         step.stats.forced,
         step.stats.masks,

@@ -96,7 +96,7 @@ pub fn run_load(g: &Global, a: LoadArgs) -> Result<()> {
     let store = open_store(g)?;
     if !store.has_agent(&a.agent)? {
         let c = models.catalog();
-        store.create_agent(&a.agent, &c.default_chat, &c.default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
+        store.create_agent(&a.agent, c.agent_model(), &c.default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
         eprintln!("created agent '{}'", a.agent);
     }
     let mut rec = store.agent(&a.agent)?;

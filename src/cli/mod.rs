@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod debug;
 mod embed;
+mod eval;
 mod generate;
 mod load;
 mod memory;
@@ -88,6 +89,8 @@ pub enum Command {
     /// Debugging and test tools.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCmd),
+    /// Run the MemGPT paper's experiments against baselines of the same model.
+    Eval(eval::EvalArgs),
     /// Measure speed (JSON output comparable with the reference engines).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -117,6 +120,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Generate(a) => generate::generate(g, a)?,
         Command::Embed(a) => embed::run(g, a)?,
         Command::Bench(c) => bench::run(g, c)?,
+        Command::Eval(a) => eval::run(g, a)?,
         Command::Agents(c) => agents::run(g, c)?,
         Command::Chat(a) => chat::chat(g, a)?,
         Command::Ask(a) => chat::ask(g, a)?,

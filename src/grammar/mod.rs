@@ -42,9 +42,9 @@ pub const MAX_THOUGHTS: usize = 160;
 /// How a step is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepFormat {
-    /// `{"thoughts": .., "function": .., "arguments": {..}, "request_heartbeat": ..}`
+    /// `{"thoughts": .., "function": .., "arguments": {..}}`
     Json,
-    /// `<tool_call>\n{"name": .., "arguments": {"thoughts": .., .., "request_heartbeat": ..}}\n</tool_call>`
+    /// `<tool_call>\n{"name": .., "arguments": {"thoughts": .., ..}}\n</tool_call>`
     Qwen,
 }
 
@@ -57,13 +57,95 @@ impl From<ToolFormat> for StepFormat {
     }
 }
 
+impl StepFormat {
+    /// The format a model's catalog entry declares (generic JSON when it declares none).
+    pub fn of(model: &ChatModel) -> Self {
+        model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json)
+    }
+
+    /// How the format is described to the model in the system prompt.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StepFormat::Json => "{\"thoughts\": \"...\", \"function\": \"...\", \"arguments\": {...}}",
+            StepFormat::Qwen => {
+                "<tool_call>\n{\"name\": \"...\", \"arguments\": {\"thoughts\": \"...\", ...}}\n</tool_call>"
+            }
+        }
+    }
+
+    /// A call written exactly as the grammar makes the model write it (for examples in the
+    /// prompt, scripted test models and edited steps).
+    pub fn render(self, call: &ToolCall) -> String {
+        let sep = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+        let mut args = String::new();
+        let obj = call.arguments.as_object().cloned().unwrap_or_default();
+        let mut parts = vec![];
+        if self == StepFormat::Qwen {
+            parts.push(format!("\"thoughts\": {}", sep(&json!(call.thoughts))));
+        }
+        for (k, v) in &obj {
+            parts.push(format!("{}: {}", sep(&json!(k)), render_value(v)));
+        }
+        args.push_str(&parts.join(", "));
+        match self {
+            StepFormat::Json => format!(
+                "{{\"thoughts\": {}, \"function\": {}, \"arguments\": {{{args}}}}}",
+                sep(&json!(call.thoughts)),
+                sep(&json!(call.function))
+            ),
+            StepFormat::Qwen => {
+                format!(
+                    "<tool_call>\n{{\"name\": {}, \"arguments\": {{{args}}}}}\n</tool_call>",
+                    sep(&json!(call.function))
+                )
+            }
+        }
+    }
+}
+
+/// Compact JSON with `": "` and `", "` separators (the grammar's own spacing).
+fn render_value(v: &Value) -> String {
+    match v {
+        Value::Object(o) => {
+            let parts: Vec<String> = o
+                .iter()
+                .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap_or_default(), render_value(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(render_value).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
 /// A parsed, validated function call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
     pub thoughts: String,
     pub function: String,
     pub arguments: Value,
-    pub request_heartbeat: bool,
+}
+
+impl ToolCall {
+    /// Whether the agent gets another step after this call: every function but `send_message`
+    /// continues the turn (the heartbeat is implied, as Letta does for local models), so a turn
+    /// can only end with a message to the user.
+    pub fn continues(&self) -> bool {
+        self.function != crate::tools::SEND_MESSAGE
+    }
+}
+
+/// One callable function as the grammar sees it: a name and the JSON Schema of its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    pub name: String,
+    pub arguments: Value,
+}
+
+impl From<&ToolSpec> for Branch {
+    fn from(t: &ToolSpec) -> Self {
+        Branch { name: t.name.to_string(), arguments: t.arguments_schema() }
+    }
 }
 
 /// The compiled grammar for one tool set and format.
@@ -71,35 +153,48 @@ pub struct StepGrammar {
     factory: ParserFactory,
     grammar: TopLevelGrammar,
     pub format: StepFormat,
-    pub tools: Vec<ToolSpec>,
+    branches: Vec<Branch>,
+    /// Whether steps carry a `thoughts` string (agent steps do; plain function calls do not).
+    thoughts: bool,
     eos: u32,
 }
 
-/// JSON Schema of one step for `tools` in `format`.
-pub fn step_schema(tools: &[ToolSpec], format: StepFormat) -> Value {
-    let thoughts = json!({"type": "string", "maxLength": MAX_THOUGHTS});
-    let heartbeat = json!({"type": "boolean"});
-    let branches: Vec<Value> = tools
+/// JSON Schema of one step over `branches` in `format`; with `thoughts`, a bounded private
+/// `thoughts` string comes first.
+pub fn step_schema(branches: &[Branch], format: StepFormat, thoughts: bool) -> Value {
+    let thought = json!({"type": "string", "maxLength": MAX_THOUGHTS});
+    let schemas: Vec<Value> = branches
         .iter()
         .map(|t| {
-            let args = t.arguments_schema();
+            let args = &t.arguments;
             match format {
-                StepFormat::Json => json!({
-                    "type": "object",
-                    "properties": {"thoughts": thoughts, "function": {"const": t.name}, "arguments": args, "request_heartbeat": heartbeat},
-                    "required": ["thoughts", "function", "arguments", "request_heartbeat"],
-                    "additionalProperties": false
-                }),
+                StepFormat::Json => {
+                    let mut props = serde_json::Map::new();
+                    let mut required = vec![];
+                    if thoughts {
+                        props.insert("thoughts".into(), thought.clone());
+                        required.push(json!("thoughts"));
+                    }
+                    props.insert("function".into(), json!({"const": t.name}));
+                    props.insert("arguments".into(), args.clone());
+                    required.extend([json!("function"), json!("arguments")]);
+                    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+                }
                 StepFormat::Qwen => {
                     let mut props = serde_json::Map::new();
-                    props.insert("thoughts".into(), thoughts.clone());
-                    let mut required = vec![json!("thoughts")];
-                    for (k, v) in args["properties"].as_object().expect("object schema") {
-                        props.insert(k.clone(), v.clone());
-                        required.push(json!(k));
+                    let mut required = vec![];
+                    if thoughts {
+                        props.insert("thoughts".into(), thought.clone());
+                        required.push(json!("thoughts"));
                     }
-                    props.insert("request_heartbeat".into(), heartbeat.clone());
-                    required.push(json!("request_heartbeat"));
+                    if let Some(p) = args["properties"].as_object() {
+                        for (k, v) in p {
+                            props.insert(k.clone(), v.clone());
+                        }
+                    }
+                    if let Some(r) = args["required"].as_array() {
+                        required.extend(r.iter().cloned());
+                    }
                     json!({
                         "type": "object",
                         "properties": {"name": {"const": t.name}, "arguments": {
@@ -111,29 +206,38 @@ pub fn step_schema(tools: &[ToolSpec], format: StepFormat) -> Value {
             }
         })
         .collect();
-    json!({"anyOf": branches, "x-guidance": {"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}})
+    json!({"anyOf": schemas, "x-guidance": {"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}})
 }
 
 impl StepGrammar {
     /// Compile the grammar for `tools` over `model`'s vocabulary.
     pub fn new(model: &ChatModel, tools: &[ToolSpec], format: StepFormat) -> Result<Self> {
+        let branches: Vec<Branch> = tools.iter().map(Branch::from).collect();
+        Self::with_env(Self::env(model), &branches, format, true, model.tokenizer.eos_id.unwrap_or(0))
+    }
+
+    /// Plain function calls (no thoughts) over arbitrary argument schemas, e.g. BFCL's.
+    pub fn functions(model: &ChatModel, branches: &[Branch], format: StepFormat) -> Result<Self> {
+        Self::with_env(Self::env(model), branches, format, false, model.tokenizer.eos_id.unwrap_or(0))
+    }
+
+    fn env(model: &ChatModel) -> TokEnv {
         let eos = model.tokenizer.eos_id.unwrap_or(0);
         let vocab = model.weights.config.vocab_size.max(model.tokenizer.vocab_size());
-        let env = GgufTokEnv::new(model.tokenizer_arc(), vocab, eos).into_env();
-        Self::with_env(env, tools, format, eos)
+        GgufTokEnv::new(model.tokenizer_arc(), vocab, eos).into_env()
     }
 
     /// Compile over any token environment (tests use tiny fake vocabularies).
-    pub fn with_env(env: TokEnv, tools: &[ToolSpec], format: StepFormat, eos: u32) -> Result<Self> {
+    pub fn with_env(env: TokEnv, branches: &[Branch], format: StepFormat, thoughts: bool, eos: u32) -> Result<Self> {
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::Invalid(format!("grammar: {e}")))?;
         factory.quiet();
-        let schema = step_schema(tools, format).to_string();
+        let schema = step_schema(branches, format, thoughts).to_string();
         let lark = match format {
             StepFormat::Json => format!("start: %json {schema}"),
             StepFormat::Qwen => format!("start: \"<tool_call>\\n\" %json {schema} \"\\n</tool_call>\""),
         };
         let grammar = TopLevelGrammar::from_lark(lark);
-        let s = Self { factory, grammar, format, tools: tools.to_vec(), eos };
+        let s = Self { factory, grammar, format, branches: branches.to_vec(), thoughts, eos };
         s.matcher()?; // compile once now so errors surface here
         Ok(s)
     }
@@ -153,44 +257,29 @@ impl StepGrammar {
         self.eos
     }
 
-    /// Parse the text of a finished step into a validated call.
-    pub fn parse(&self, text: &str) -> Result<ToolCall> {
-        let body = match self.format {
-            StepFormat::Json => text.trim(),
-            StepFormat::Qwen => text.trim().trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim(),
-        };
-        let v: Value =
-            serde_json::from_str(body).map_err(|e| Error::Invalid(format!("step is not JSON ({e}): {text}")))?;
-        let (function, mut args) = match self.format {
-            StepFormat::Json => (v["function"].as_str().unwrap_or_default().to_string(), v["arguments"].clone()),
-            StepFormat::Qwen => (v["name"].as_str().unwrap_or_default().to_string(), v["arguments"].clone()),
-        };
-        let (thoughts, heartbeat) = match self.format {
-            StepFormat::Json => (v["thoughts"].clone(), v["request_heartbeat"].clone()),
-            StepFormat::Qwen => {
-                let o = args.as_object_mut().ok_or_else(|| Error::Invalid("arguments must be an object".into()))?;
-                (o.remove("thoughts").unwrap_or_default(), o.remove("request_heartbeat").unwrap_or_default())
-            }
-        };
-        let spec = self
-            .tools
-            .iter()
-            .find(|t| t.name == function)
-            .ok_or_else(|| Error::Invalid(format!("unknown function '{function}'")))?;
-        spec.validate(&args).map_err(Error::Invalid)?;
-        Ok(ToolCall {
-            thoughts: thoughts.as_str().unwrap_or_default().to_string(),
-            function,
-            arguments: args,
-            request_heartbeat: heartbeat.as_bool().unwrap_or(false),
-        })
+    /// The functions this grammar allows.
+    pub fn branches(&self) -> &[Branch] {
+        &self.branches
     }
 
-    /// Tokens of the compact tool list vs full JSON Schemas, for the prompt-size report.
-    pub fn listing_sizes(&self, model: &ChatModel) -> Result<(usize, usize)> {
-        let compact = compact_listing(&self.tools);
-        let full = self
-            .tools
+    /// Parse the text of a finished step into a call (the grammar guarantees its shape; the
+    /// function name is checked against the branches again).
+    pub fn parse(&self, text: &str) -> Result<ToolCall> {
+        let call = parse_call(text, self.format)?;
+        if !self.branches.iter().any(|b| b.name == call.function) {
+            return Err(Error::Invalid(format!("unknown function '{}'", call.function)));
+        }
+        if !self.thoughts && !call.thoughts.is_empty() {
+            return Err(Error::Invalid("this grammar has no thoughts".into()));
+        }
+        Ok(call)
+    }
+
+    /// Tokens of the compact listing of `tools` vs their full JSON Schemas, for the
+    /// prompt-size report.
+    pub fn listing_sizes(model: &ChatModel, tools: &[ToolSpec]) -> Result<(usize, usize)> {
+        let compact = compact_listing(tools);
+        let full = tools
             .iter()
             .map(|t| {
                 json!({"name": t.name, "description": t.description, "parameters": t.arguments_schema()}).to_string()
@@ -199,6 +288,27 @@ impl StepGrammar {
             .join("\n");
         Ok((model.tokenizer.encode(&compact, false)?.len(), model.tokenizer.encode(&full, false)?.len()))
     }
+}
+
+/// Parse one call written in `format` (from a grammar, or free text that may not follow it).
+pub fn parse_call(text: &str, format: StepFormat) -> Result<ToolCall> {
+    let body = match format {
+        StepFormat::Json => text.trim(),
+        StepFormat::Qwen => text.trim().trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim(),
+    };
+    let v: Value = serde_json::from_str(body).map_err(|e| Error::Invalid(format!("step is not JSON ({e}): {text}")))?;
+    let (function, mut args, thoughts) = match format {
+        StepFormat::Json => (&v["function"], v["arguments"].clone(), v["thoughts"].clone()),
+        StepFormat::Qwen => (&v["name"], v["arguments"].clone(), Value::Null),
+    };
+    let function =
+        function.as_str().ok_or_else(|| Error::Invalid(format!("step names no function: {text}")))?.to_string();
+    let o = args.as_object_mut().ok_or_else(|| Error::Invalid(format!("arguments must be an object: {text}")))?;
+    let thoughts = match format {
+        StepFormat::Json => thoughts,
+        StepFormat::Qwen => o.remove("thoughts").unwrap_or_default(),
+    };
+    Ok(ToolCall { thoughts: thoughts.as_str().unwrap_or_default().to_string(), function, arguments: args })
 }
 
 /// The tool list as it appears in the system prompt: signature and one line each.

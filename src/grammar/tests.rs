@@ -21,7 +21,8 @@ fn fake_env() -> TokEnv {
 }
 
 fn grammar(format: StepFormat) -> StepGrammar {
-    StepGrammar::with_env(fake_env(), &builtin_tools(&["persona".into(), "human".into()]), format, EOS).unwrap()
+    let branches: Vec<Branch> = builtin_tools(&["persona".into(), "human".into()]).iter().map(Branch::from).collect();
+    StepGrammar::with_env(fake_env(), &branches, format, true, EOS).unwrap()
 }
 
 /// How many bytes of `text` the grammar accepts, feeding byte tokens one by one.
@@ -95,7 +96,8 @@ fn missing_arguments_wrong_types_and_bad_enums_are_impossible() {
     assert!(accepted_prefix(&g, &negative).0 < negative.len());
     let bad_enum = format!(r#"{head}"core_memory_append", "arguments": {{"label": "system""#);
     assert_eq!(accepted_prefix(&g, &bad_enum).0, bad_enum.find("system").unwrap());
-    let bad_date = format!(r#"{head}"conversation_search_date", "arguments": {{"start_date": "2024-13-01""#);
+    let bad_date =
+        format!(r#"{head}"conversation_search", "arguments": {{"query": "a", "page": 1, "start_date": "2024-13-01""#);
     assert_eq!(accepted_prefix(&g, &bad_date).0, bad_date.find("13").unwrap() + 1);
     let extra = format!(r#"{head}"send_message", "arguments": {{"message": "a", "x""#);
     assert!(accepted_prefix(&g, &extra).0 < extra.len(), "no unknown arguments");
@@ -120,8 +122,8 @@ fn unterminated_strings_cannot_end_a_step() {
 #[test]
 fn escapes_and_unicode_inside_strings_work() {
     for (format, text) in [
-        (StepFormat::Json, r#"{"thoughts": "greet", "function": "send_message", "arguments": {"message": "She said \"hi\" é\ncafé — 日本 🚀 \\ ok"}, "request_heartbeat": false}"#.to_string()),
-        (StepFormat::Qwen, "<tool_call>\n{\"name\": \"send_message\", \"arguments\": {\"thoughts\": \"greet\", \"message\": \"She said \\\"hi\\\" é\\ncafé — 日本 🚀 \\\\ ok\", \"request_heartbeat\": false}}\n</tool_call>".to_string()),
+        (StepFormat::Json, r#"{"thoughts": "greet", "function": "send_message", "arguments": {"message": "She said \"hi\" é\ncafé — 日本 🚀 \\ ok"}}"#.to_string()),
+        (StepFormat::Qwen, "<tool_call>\n{\"name\": \"send_message\", \"arguments\": {\"thoughts\": \"greet\", \"message\": \"She said \\\"hi\\\" é\\ncafé — 日本 🚀 \\\\ ok\"}}\n</tool_call>".to_string()),
     ] {
         let g = grammar(format);
         let (n, mut m) = accepted_prefix(&g, &text);
@@ -130,6 +132,68 @@ fn escapes_and_unicode_inside_strings_work() {
         let call = g.parse(&text).unwrap();
         assert_eq!(call.arguments["message"], "She said \"hi\" é\ncafé — 日本 🚀 \\ ok");
         assert_eq!(call.thoughts, "greet");
-        assert!(!call.request_heartbeat);
+        assert!(!call.continues());
+    }
+}
+
+/// The step format has one owner: what `StepFormat::render` writes is exactly what the grammar
+/// makes the model write, and parses back to the same call.
+#[test]
+fn rendered_calls_are_grammar_output_and_parse_back() {
+    let calls = [
+        ToolCall {
+            thoughts: "save".into(),
+            function: "core_memory_append".into(),
+            arguments: json!({"label": "human", "content": "Has a cat, \"Biscuit\"."}),
+        },
+        ToolCall {
+            thoughts: String::new(),
+            function: "conversation_search".into(),
+            arguments: json!({"query": "cat name", "page": 1}),
+        },
+        ToolCall {
+            thoughts: "hi".into(),
+            function: "send_message".into(),
+            arguments: json!({"message": "Hello!\nBye."}),
+        },
+    ];
+    for format in [StepFormat::Json, StepFormat::Qwen] {
+        let g = grammar(format);
+        for c in &calls {
+            let text = format.render(c);
+            let (n, mut m) = accepted_prefix(&g, &text);
+            assert_eq!(n, text.len(), "{format:?}: refused at {:?} of {text}", &text[n..]);
+            assert!(m.is_accepting().unwrap(), "{text}");
+            assert_eq!(&g.parse(&text).unwrap(), c);
+        }
+    }
+}
+
+/// There is no heartbeat flag to get wrong: every call but send_message continues the turn.
+#[test]
+fn steps_carry_no_heartbeat_flag() {
+    let g = grammar(StepFormat::Json);
+    let text = r#"{"thoughts": "x", "function": "send_message", "arguments": {"message": "a"}, "request_heartbeat""#;
+    assert!(accepted_prefix(&g, text).0 < text.len());
+    let search = g
+        .parse(r#"{"thoughts": "x", "function": "conversation_search", "arguments": {"query": "a", "page": 1}}"#)
+        .unwrap();
+    assert!(search.continues());
+}
+
+/// Pages are 1-based and bounded by the registry's limit.
+#[test]
+fn pages_past_the_limit_are_impossible() {
+    let g = grammar(StepFormat::Json);
+    let ok = format!(
+        r#"{{"thoughts": "x", "function": "conversation_search", "arguments": {{"query": "a", "page": {}}}}}"#,
+        crate::tools::MAX_PAGE
+    );
+    assert_eq!(accepted_prefix(&g, &ok).0, ok.len());
+    for bad in ["34", "0", "11"] {
+        let text = format!(
+            r#"{{"thoughts": "x", "function": "conversation_search", "arguments": {{"query": "a", "page": {bad}}}}}"#
+        );
+        assert!(accepted_prefix(&g, &text).0 < text.len(), "page {bad} refused");
     }
 }

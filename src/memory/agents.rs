@@ -125,7 +125,7 @@ impl MemoryStore {
         {
             tx.open_table(AGENTS).map_err(|e| self.err(e))?.remove(name).map_err(|e| self.err(e))?;
             tx.open_table(SUMMARY).map_err(|e| self.err(e))?.remove(id).map_err(|e| self.err(e))?;
-            for table in [MESSAGES, PASSAGES, VECTORS] {
+            for table in [MESSAGES, PASSAGES, VECTORS, MESSAGE_VECTORS] {
                 let mut t = tx.open_table(table).map_err(|e| self.err(e))?;
                 t.retain_in((id, 0)..=(id, u64::MAX), |_, _| false).map_err(|e| self.err(e))?;
             }

@@ -29,6 +29,7 @@ assert_eq!(hits.total, 1);
 mod agents;
 mod archival;
 mod index;
+pub mod rank;
 mod recall;
 mod records;
 mod sources;
@@ -37,7 +38,7 @@ mod tables;
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
 pub use archival::{NewPassage, ScoredPassage};
 pub use index::ArchivalIndex;
-pub use recall::parse_date;
+pub use recall::{parse_date, RecallFilter};
 pub use records::{
     now_ms, AgentConfig, AgentRecord, Block, FunctionCall, Message, MessageRole, Page, Passage, Summary,
 };
@@ -117,6 +118,7 @@ impl MemoryStore {
             tx.open_table(VECTORS).map_err(|e| self.err(e))?;
             tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
             tx.open_table(SOURCES).map_err(|e| self.err(e))?;
+            tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }

@@ -1,8 +1,12 @@
 /*! Recall storage: every message the agent ever saw, and the recursive summary.
 
 Search semantics (documented for the model and for people):
-- text search is a case-insensitive substring match over a message's content and its function
-  arguments/results; results are ranked newest first;
+- both searches cover the conversation only: what the user said and what the agent sent with
+  `send_message` ([`Message::conversation_text`]); events, other calls and function results are
+  not searched (a search would otherwise find itself and its plumbing);
+- text search ranks by relevance (BM25 over stemmed words, [`super::rank`]), newest first among
+  equal scores; a query made only of common words falls back to a case-insensitive substring
+  match, newest first;
 - date search takes inclusive `YYYY-MM-DD` dates interpreted in UTC; results are oldest first;
 - pages are 0-based with a page size (default 5).
 */
@@ -12,6 +16,107 @@ use super::tables::*;
 use super::{check_text, MemoryStore};
 use crate::{Error, Result};
 use chrono::NaiveDate;
+
+/// What a recall search may return: messages older than `before` (an id), created on the
+/// days `from..=to` (UTC, either end open).
+#[derive(Debug, Clone, Copy)]
+pub struct RecallFilter {
+    pub before: u64,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl Default for RecallFilter {
+    fn default() -> Self {
+        Self { before: u64::MAX, from: None, to: None }
+    }
+}
+
+impl RecallFilter {
+    /// The time range in Unix milliseconds, `start..end`.
+    fn range(&self) -> Result<(i64, i64)> {
+        let start = self
+            .from
+            .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis())
+            .unwrap_or(i64::MIN);
+        let end = self
+            .to
+            .map(|d| d.succ_opt().unwrap_or(d).and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis())
+            .unwrap_or(i64::MAX);
+        if start >= end && self.from.is_some() && self.to.is_some() {
+            return Err(Error::Memory("the start date is after the end date".into()));
+        }
+        Ok((start, end))
+    }
+}
+
+/// The text words are matched in: the speaker's name (if any) and what was said.
+fn lexical_text(m: &Message) -> String {
+    let text = m.conversation_text().unwrap_or_default();
+    match m.speaker() {
+        Some(name) => format!("{name}: {text}"),
+        None => text,
+    }
+}
+
+/// `msgs` (conversation messages, oldest first) that match `query`, best first.
+fn rank_messages(msgs: Vec<Message>, query: &str) -> Vec<Message> {
+    let texts: Vec<String> = msgs.iter().map(lexical_text).collect();
+    let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+    let scores = super::rank::bm25(query, &refs);
+    let mut order: Vec<usize> = (0..msgs.len()).collect();
+    if scores.iter().all(|s| *s == 0.0) {
+        // Nothing to rank by (a query of common words, or no word in common): substring match.
+        let q = query.trim().to_lowercase();
+        order.retain(|&i| !q.is_empty() && texts[i].to_lowercase().contains(&q));
+        order.reverse();
+    } else {
+        order.retain(|&i| scores[i] > 0.0);
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(b.cmp(&a)));
+    }
+    let mut slots: Vec<Option<Message>> = msgs.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Messages whose embedding is at least this similar to the query count as matches even
+/// without a word in common (MiniLM cosine; paraphrases score ~0.4-0.7, unrelated text < 0.2).
+const MIN_COSINE: f32 = 0.3;
+
+/// Weight of meaning against words in the hybrid score. Chat lines are short, and MiniLM puts
+/// lines that share a name close to each other whatever they say (on LoCoMo, "What was
+/// grandma's gift to Caroline?" scores 0.64 against "Cool! What did it look like?" said by
+/// Caroline, 0.65 against the necklace line that answers it; a rank fusion let such lines
+/// push the answer off the first page), so words lead and meaning breaks ties and finds
+/// paraphrases that share no word.
+const COSINE_WEIGHT: f64 = 0.3;
+
+/// `msgs` ranked by a linear hybrid score: BM25 normalised by the best match, plus
+/// [`COSINE_WEIGHT`] times how far the cosine similarity rises above [`MIN_COSINE`]. A message
+/// matches if it shares a stemmed word with the query or is similar enough by meaning.
+fn rank_hybrid(
+    msgs: Vec<Message>,
+    query: &str,
+    q: &[f32],
+    vectors: &std::collections::HashMap<u64, Vec<f32>>,
+) -> Vec<Message> {
+    let texts: Vec<String> = msgs.iter().map(lexical_text).collect();
+    let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+    let bm = super::rank::bm25(query, &refs);
+    let top = bm.iter().copied().fold(0.0, f64::max);
+    let mut scored: Vec<(usize, f64)> = msgs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let cos = vectors.get(&m.id).map_or(0.0, |v| crate::embed::cosine(q, v));
+            let meaning = ((cos - MIN_COSINE) / (1.0 - MIN_COSINE)).max(0.0) as f64;
+            let words = if top > 0.0 { bm[i] / top } else { 0.0 };
+            (words > 0.0 || meaning > 0.0).then_some((i, words + COSINE_WEIGHT * meaning))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    let mut slots: Vec<Option<Message>> = msgs.into_iter().map(Some).collect();
+    scored.into_iter().filter_map(|(i, _)| slots[i].take()).collect()
+}
 
 /// Parse `YYYY-MM-DD`, or an error the model can act on.
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
@@ -67,8 +172,10 @@ impl MemoryStore {
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+            let mut v = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
             for id in ids {
                 t.remove((agent, *id)).map_err(|e| self.err(e))?;
+                v.remove((agent, *id)).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -104,12 +211,61 @@ impl MemoryStore {
         self.count_rows(MESSAGES, agent)
     }
 
-    /// Case-insensitive text search, newest first.
+    /// Conversation messages ranked by relevance to `query`, best first (see the module doc).
     pub fn recall_search(&self, agent: u64, query: &str, page: usize, size: usize) -> Result<Page<Message>> {
-        let q = query.to_lowercase();
-        let mut hits = self.messages_where(agent, |m| m.search_text().to_lowercase().contains(&q))?;
-        hits.reverse();
-        Ok(Page::of(hits, page, size.max(1)))
+        self.recall_search_filtered(agent, query, None, &RecallFilter::default(), page, size)
+    }
+
+    /// [`MemoryStore::recall_search`] within `filter` (an agent's search leaves out the turn it
+    /// runs in; dates narrow it); with the query's embedding, messages that have one are ranked
+    /// by BM25 and cosine similarity together (reciprocal rank fusion).
+    pub fn recall_search_filtered(
+        &self,
+        agent: u64,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        filter: &RecallFilter,
+        page: usize,
+        size: usize,
+    ) -> Result<Page<Message>> {
+        let (start, end) = filter.range()?;
+        let msgs = self.messages_where(agent, |m| {
+            m.id < filter.before && m.created_at >= start && m.created_at < end && m.conversation_text().is_some()
+        })?;
+        let ranked = match query_vector {
+            Some(q) => {
+                let vectors = self.message_vectors(agent)?;
+                rank_hybrid(msgs, query, q, &vectors)
+            }
+            None => rank_messages(msgs, query),
+        };
+        Ok(Page::of(ranked, page, size.max(1)))
+    }
+
+    /// Store embeddings of messages' conversation text (one transaction).
+    pub fn put_message_vectors(&self, agent: u64, items: &[(u64, Vec<f32>)]) -> Result<()> {
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+            for (id, v) in items {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                t.insert((agent, *id), bytes.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every message embedding of `agent`, by message id.
+    pub fn message_vectors(&self, agent: u64) -> Result<std::collections::HashMap<u64, Vec<f32>>> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+        let mut out = std::collections::HashMap::new();
+        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let v: Vec<f32> = v.value().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            out.insert(k.value().1, v);
+        }
+        Ok(out)
     }
 
     /// Messages created between `from` and `to` (inclusive, UTC days), oldest first.
@@ -121,15 +277,10 @@ impl MemoryStore {
         page: usize,
         size: usize,
     ) -> Result<Page<Message>> {
-        let start =
-            from.map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis()).unwrap_or(i64::MIN);
-        let end = to
-            .map(|d| d.succ_opt().unwrap_or(d).and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis())
-            .unwrap_or(i64::MAX);
-        if start >= end && from.is_some() && to.is_some() {
-            return Err(Error::Memory("the start date is after the end date".into()));
-        }
-        let hits = self.messages_where(agent, |m| m.created_at >= start && m.created_at < end)?;
+        let (start, end) = RecallFilter { before: u64::MAX, from, to }.range()?;
+        let hits = self.messages_where(agent, |m| {
+            m.created_at >= start && m.created_at < end && m.conversation_text().is_some()
+        })?;
         Ok(Page::of(hits, page, size.max(1)))
     }
 
@@ -147,13 +298,19 @@ impl MemoryStore {
             (Some(q), false) => self.recall_search(agent, q, page, size),
             (None, _) => self.recall_by_date(agent, from, to, page, size),
             (Some(q), true) => {
-                let all = self.recall_by_date(agent, from, to, 0, usize::MAX)?;
-                let q = q.to_lowercase();
-                let mut hits: Vec<Message> =
-                    all.items.into_iter().filter(|m| m.search_text().to_lowercase().contains(&q)).collect();
-                hits.reverse();
-                Ok(Page::of(hits, page, size.max(1)))
+                self.recall_search_filtered(agent, q, None, &RecallFilter { before: u64::MAX, from, to }, page, size)
             }
+        }
+    }
+
+    /// The largest message id of `agent` (0 if none).
+    pub fn last_message_id(&self, agent: u64) -> Result<u64> {
+        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+        let last = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?.next_back();
+        match last {
+            Some(row) => Ok(row.map_err(|e| self.err(e))?.0.value().1),
+            None => Ok(0),
         }
     }
 

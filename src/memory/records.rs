@@ -28,6 +28,13 @@ pub struct AgentConfig {
     /// Document QA: the first step of each turn must search archival memory (set by `load`).
     #[serde(default)]
     pub search_first: bool,
+    /// Archival searches allowed per turn.
+    #[serde(default = "default_searches")]
+    pub max_searches: usize,
+}
+
+fn default_searches() -> usize {
+    4
 }
 
 fn default_warn() -> f32 {
@@ -52,6 +59,7 @@ impl Default for AgentConfig {
             evict_fraction: default_evict(),
             max_steps: default_steps(),
             search_first: false,
+            max_searches: default_searches(),
         }
     }
 }
@@ -146,11 +154,34 @@ impl Message {
         }
     }
 
-    /// The text that recall search matches: content, function arguments and results.
-    pub fn search_text(&self) -> String {
-        match &self.function {
-            Some(f) => format!("{} {}", self.content, f.arguments),
-            None => self.content.clone(),
+    /// Who said it, when a user message names its speaker (conversations of several people).
+    pub fn speaker(&self) -> Option<String> {
+        if self.role != MessageRole::User {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.content).ok()?;
+        v["name"].as_str().map(str::to_string)
+    }
+
+    /// What was said, if this message is part of the conversation: a user's words (the
+    /// `message` of a `user_message` event, or plain text) or a `send_message` of the agent.
+    /// Events (login, alerts, heartbeats), other function calls and function results are not:
+    /// recall search skips them, so a search never finds itself or its own plumbing.
+    pub fn conversation_text(&self) -> Option<String> {
+        match self.role {
+            MessageRole::User => match serde_json::from_str::<serde_json::Value>(&self.content) {
+                Ok(v) if v.is_object() => {
+                    (v["type"] == "user_message").then(|| v["message"].as_str().unwrap_or_default().to_string())
+                }
+                _ => Some(self.content.clone()),
+            },
+            MessageRole::Assistant => match &self.function {
+                Some(f) if f.name == crate::tools::SEND_MESSAGE => {
+                    Some(f.arguments["message"].as_str().unwrap_or_default().to_string())
+                }
+                _ => None,
+            },
+            _ => None,
         }
     }
 }

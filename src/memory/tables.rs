@@ -27,3 +27,6 @@ pub const VECTORS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pa
 pub const AGENT_STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("agent_state");
 /// (agent id, source path) -> [`super::Source`] JSON: a file loaded into archival storage.
 pub const SOURCES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sources");
+/// (agent id, message id) -> embedding of the message's conversation text, f32 little-endian
+/// (recall search ranks by it together with BM25; absent when no embedder was loaded).
+pub const MESSAGE_VECTORS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("message_vectors");

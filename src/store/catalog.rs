@@ -85,7 +85,12 @@ impl ModelSpec {
 /// All declared models and the defaults.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Catalog {
+    /// The small chat model (`generate`, tests, `models pull` without ids).
     pub default_chat: String,
+    /// The chat model new agents get (`chat`, `ask`, `load`, `agents create`, `eval`); the
+    /// small model when the catalog names none.
+    #[serde(default)]
+    pub default_agent: Option<String>,
     pub default_embedding: String,
     #[serde(rename = "model")]
     pub models: Vec<ModelSpec>,
@@ -115,7 +120,7 @@ impl Catalog {
                 return Err(Error::Catalog(format!("model '{}': every file needs a 64-hex-digit sha256", m.id)));
             }
         }
-        for d in [&cat.default_chat, &cat.default_embedding] {
+        for d in [&cat.default_chat, &cat.default_embedding].into_iter().chain(cat.default_agent.as_ref()) {
             if cat.get(d).is_none() {
                 return Err(Error::Catalog(format!("default model '{d}' is not declared")));
             }
@@ -131,6 +136,11 @@ impl Catalog {
     /// Look a model up by id, or a clear error.
     pub fn require(&self, id: &str) -> Result<&ModelSpec> {
         self.get(id).ok_or_else(|| Error::UnknownModel { id: id.to_string() })
+    }
+
+    /// The chat model new agents get.
+    pub fn agent_model(&self) -> &str {
+        self.default_agent.as_deref().unwrap_or(&self.default_chat)
     }
 
     /// The default models, chat first.

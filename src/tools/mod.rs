@@ -28,6 +28,8 @@ pub struct Param {
     pub name: &'static str,
     pub ty: ParamType,
     pub description: &'static str,
+    /// May be left out (the grammar lets the model omit it).
+    pub optional: bool,
 }
 
 /// One callable tool.
@@ -54,7 +56,7 @@ impl ToolSpec {
             };
             props.insert(p.name.to_string(), s);
         }
-        let required: Vec<&str> = self.params.iter().map(|p| p.name).collect();
+        let required: Vec<&str> = self.params.iter().filter(|p| !p.optional).map(|p| p.name).collect();
         json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
     }
 
@@ -70,7 +72,7 @@ impl ToolSpec {
                     ParamType::Enum(v) => v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join("|"),
                     ParamType::Date => "YYYY-MM-DD".to_string(),
                 };
-                format!("{}: {t}", p.name)
+                format!("{}{}: {t}", p.name, if p.optional { "?" } else { "" })
             })
             .collect();
         format!("{}({})", self.name, ps.join(", "))
@@ -85,7 +87,12 @@ impl ToolSpec {
             }
         }
         for p in &self.params {
-            let v = obj.get(p.name).ok_or_else(|| format!("{}: missing argument '{}'", self.name, p.name))?;
+            let Some(v) = obj.get(p.name) else {
+                if p.optional {
+                    continue;
+                }
+                return Err(format!("{}: missing argument '{}'", self.name, p.name));
+            };
             let ok = match &p.ty {
                 ParamType::String { max_len } => v.as_str().is_some_and(|s| s.chars().count() <= *max_len),
                 ParamType::Integer { min, max } => v.as_i64().is_some_and(|n| n >= *min && n <= *max),
@@ -100,31 +107,55 @@ impl ToolSpec {
     }
 }
 
+/// The one function whose text reaches the user; calling it ends the turn.
+pub const SEND_MESSAGE: &str = "send_message";
+
+/// Highest page a search may ask for (pages are 1-based for the model, as the result headers
+/// count them); a page past the results is answered with how many pages there are.
+pub const MAX_PAGE: i64 = 10;
+
+/// Results per page of the search functions.
+pub const PAGE_SIZE: usize = 5;
+
 /// Bounds that keep every step finite.
 pub const MAX_MESSAGE: usize = 600;
 pub const MAX_CONTENT: usize = 600;
 pub const MAX_QUERY: usize = 120;
 
 fn s(name: &'static str, max_len: usize, description: &'static str) -> Param {
-    Param { name, ty: ParamType::String { max_len }, description }
+    Param { name, ty: ParamType::String { max_len }, description, optional: false }
 }
 
 fn page() -> Param {
-    Param { name: "page", ty: ParamType::Integer { min: 0, max: 1000 }, description: "0-based page of results" }
+    Param {
+        name: "page",
+        ty: ParamType::Integer { min: 1, max: MAX_PAGE },
+        description: "page of results, 1 first",
+        optional: false,
+    }
+}
+
+fn date(name: &'static str, description: &'static str) -> Param {
+    Param { name, ty: ParamType::Date, description, optional: true }
 }
 
 /// MemGPT's built-in functions. `labels` are the core-memory block labels (an enum).
 pub fn builtin_tools(labels: &[String]) -> Vec<ToolSpec> {
-    let label = || Param { name: "label", ty: ParamType::Enum(labels.to_vec()), description: "core memory block" };
+    let label = || Param {
+        name: "label",
+        ty: ParamType::Enum(labels.to_vec()),
+        description: "core memory block",
+        optional: false,
+    };
     vec![
         ToolSpec {
-            name: "send_message",
-            description: "Send a message to the user; ends your turn.",
+            name: SEND_MESSAGE,
+            description: "Send a message to the user (the only way to reach them); ends your turn.",
             params: vec![s("message", MAX_MESSAGE, "the message text")],
         },
         ToolSpec {
             name: "core_memory_append",
-            description: "Append a line to a core memory block (always visible to you).",
+            description: "Add a lasting fact to a core memory block (always visible to you).",
             params: vec![label(), s("content", MAX_CONTENT, "text to append")],
         },
         ToolSpec {
@@ -138,36 +169,23 @@ pub fn builtin_tools(labels: &[String]) -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "archival_memory_insert",
-            description: "Save a fact or passage to archival memory (unlimited, searchable).",
+            description: "Save a fact or passage to archival memory (unlimited, searchable by meaning).",
             params: vec![s("content", MAX_CONTENT, "text to store")],
         },
         ToolSpec {
             name: "archival_memory_search",
-            description: "Search archival memory by meaning; results come in pages of 5.",
+            description: "Search archival memory (documents, saved facts); best matches first, in pages.",
             params: vec![s("query", MAX_QUERY, "what to look for"), page()],
         },
         ToolSpec {
             name: "conversation_search",
-            description: "Search past conversation (recall memory) for text; newest first.",
-            params: vec![s("query", MAX_QUERY, "text to look for"), page()],
-        },
-        ToolSpec {
-            name: "conversation_search_date",
-            description: "List past messages between two dates (inclusive, UTC).",
+            description: "Search all past messages (recall memory) by keywords, optionally within dates (inclusive, UTC); best matches first, in pages.",
             params: vec![
-                Param { name: "start_date", ty: ParamType::Date, description: "first day" },
-                Param { name: "end_date", ty: ParamType::Date, description: "last day" },
+                s("query", MAX_QUERY, "keywords to look for"),
                 page(),
+                date("start_date", "first day (optional)"),
+                date("end_date", "last day (optional)"),
             ],
-        },
-        ToolSpec {
-            name: "pause_heartbeats",
-            description: "Ignore timed heartbeats for some minutes.",
-            params: vec![Param {
-                name: "minutes",
-                ty: ParamType::Integer { min: 1, max: 360 },
-                description: "minutes",
-            }],
         },
     ]
 }
@@ -188,8 +206,19 @@ mod tests {
         assert!(t.validate(&json!({"label": "human", "old_content": "a", "new_content": "b"})).is_ok());
         assert!(t.validate(&json!({"label": "system", "old_content": "a", "new_content": "b"})).is_err());
         assert!(t.validate(&json!({"label": "human", "old_content": "a"})).is_err());
-        let d = tools.iter().find(|t| t.name == "conversation_search_date").unwrap();
-        assert!(d.validate(&json!({"start_date": "2024-02-30", "end_date": "2024-03-01", "page": 0})).is_err());
-        assert!(d.validate(&json!({"start_date": "2024-02-28", "end_date": "2024-03-01", "page": 0})).is_ok());
+        let d = tools.iter().find(|t| t.name == "conversation_search").unwrap();
+        assert_eq!(
+            d.signature(),
+            "conversation_search(query: string, page: int, start_date?: YYYY-MM-DD, end_date?: YYYY-MM-DD)"
+        );
+        assert_eq!(d.arguments_schema()["required"], json!(["query", "page"]));
+        let q = |extra: Value| {
+            let mut v = json!({"query": "x", "page": 1});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            d.validate(&v)
+        };
+        assert!(q(json!({"start_date": "2024-02-30"})).is_err());
+        assert!(q(json!({"start_date": "2024-02-28", "end_date": "2024-03-01"})).is_ok());
+        assert!(q(json!({})).is_ok(), "dates are optional");
     }
 }

@@ -3,13 +3,14 @@
 
 use crate::util;
 use pagemind::agent::{Agent, Observer, StepModel};
-use pagemind::grammar::{StepStats, ToolCall};
+use pagemind::grammar::{StepFormat, StepStats, ToolCall};
 use pagemind::memory::{MemoryStore, MessageRole};
 use pagemind::Result;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 
-/// Replays calls; when the script runs out, says "ok" with no heartbeat.
+/// Replays calls; when the script runs out, says "ok". A step restricted to one tool (as the
+/// grammar restricts the real model) that was scripted otherwise says "(forced)" instead.
 #[derive(Default)]
 struct Script {
     calls: VecDeque<ToolCall>,
@@ -19,17 +20,12 @@ struct Script {
     restricted: Vec<Option<String>>,
 }
 
-fn call(f: &str, args: Value, heartbeat: bool) -> ToolCall {
-    ToolCall {
-        thoughts: format!("thinking about {f}"),
-        function: f.into(),
-        arguments: args,
-        request_heartbeat: heartbeat,
-    }
+fn call(f: &str, args: Value) -> ToolCall {
+    ToolCall { thoughts: format!("thinking about {f}"), function: f.into(), arguments: args }
 }
 
 fn say(text: &str) -> ToolCall {
-    call("send_message", json!({"message": text}), false)
+    call("send_message", json!({"message": text}))
 }
 
 impl StepModel for Script {
@@ -39,6 +35,9 @@ impl StepModel for Script {
         only: &str,
         t: &mut dyn FnMut(u32),
     ) -> Result<(ToolCall, String, StepStats)> {
+        if only == "send_message" && self.calls.front().is_some_and(|c| c.function != only) {
+            self.calls.push_front(say("(forced)"));
+        }
         let r = self.step(prompt, t);
         *self.restricted.last_mut().unwrap() = Some(only.to_string());
         r
@@ -47,7 +46,7 @@ impl StepModel for Script {
         self.prompts.push(prompt.to_vec());
         self.restricted.push(None);
         let c = self.calls.pop_front().unwrap_or_else(|| say("ok"));
-        let text = json!({"thoughts": c.thoughts, "function": c.function, "arguments": c.arguments, "request_heartbeat": c.request_heartbeat}).to_string();
+        let text = StepFormat::Json.render(&c);
         Ok((c, text, StepStats::default()))
     }
     fn summarize(&mut self, _: &[u32], _: usize) -> Result<String> {
@@ -79,8 +78,8 @@ fn heartbeats_chain_steps_and_send_message_yields() {
     let (_d, s) = setup();
     let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
-    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana loves mangoes"}), true));
-    sc.calls.push_back(call("archival_memory_search", json!({"query": "what fruit", "page": 0}), true));
+    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana loves mangoes"})));
+    sc.calls.push_back(call("archival_memory_search", json!({"query": "what fruit", "page": 1})));
     sc.calls.push_back(say("You love mangoes!"));
     sc.calls.push_back(say("never reached this turn"));
     let mut obs = Collect(vec![]);
@@ -93,7 +92,7 @@ fn heartbeats_chain_steps_and_send_message_yields() {
     assert!(decoded(&sc.prompts[2]).contains("Ana loves mangoes"));
     let roles: Vec<MessageRole> = s.messages(a.record.id).unwrap().iter().map(|m| m.role).collect();
     use MessageRole::*;
-    assert_eq!(roles, [User, Assistant, Function, System, Assistant, Function, System, Assistant, Function]);
+    assert_eq!(roles, [User, Assistant, Function, Assistant, Function, Assistant, Function]);
 }
 
 #[test]
@@ -105,7 +104,7 @@ fn the_step_limit_ends_a_turn_and_is_reported() {
     let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
     for _ in 0..10 {
-        sc.calls.push_back(call("conversation_search", json!({"query": "x", "page": 0}), true));
+        sc.calls.push_back(call("conversation_search", json!({"query": "x", "page": 1})));
     }
     let r = a.turn(&mut sc, "loop forever", &mut Collect(vec![])).unwrap();
     assert_eq!(r.steps.len(), 3);
@@ -120,16 +119,16 @@ fn a_failed_function_returns_its_error_to_the_model() {
     sc.calls.push_back(call(
         "core_memory_replace",
         json!({"label": "human", "old_content": "Name: Bea", "new_content": "x"}),
-        false,
     ));
     sc.calls.push_back(call(
         "core_memory_replace",
         json!({"label": "human", "old_content": "Name: Ana", "new_content": "Name: Ana Lima"}),
-        false,
     ));
     let r = a.turn(&mut sc, "my surname is Lima", &mut Collect(vec![])).unwrap();
     assert_eq!(r.steps[0].status, "Failed");
-    assert_eq!(r.steps.len(), 2, "a failure gets another step even without a heartbeat");
+    assert_eq!(r.steps[1].status, "OK");
+    assert_eq!(r.steps.len(), 3, "a failure gets another step; so does the edit; then the reply");
+    assert_eq!(r.messages, ["ok"]);
     assert!(decoded(&sc.prompts[1]).contains("does not contain the exact text"));
     assert_eq!(s.block(a.record.id, "human").unwrap().value, "Name: Ana Lima");
 }
@@ -147,7 +146,9 @@ fn pressure_alert_once_per_crossing_then_flush_with_summary() {
     let window = a.window;
     let mut seen_alerts = vec![];
     let mut flushes = 0;
+    let mut turns = 0;
     for i in 0..30 {
+        turns += 1;
         let r = a
             .turn(&mut sc, &format!("message {i}: tell me something about the number {i} please"), &mut Collect(vec![]))
             .unwrap();
@@ -171,7 +172,7 @@ fn pressure_alert_once_per_crossing_then_flush_with_summary() {
     assert_eq!(summary.text, format!("summary number {flushes}"));
     assert_eq!(summary.messages_covered as usize, all.len() - in_ctx.len());
     assert!(in_ctx[0].role != MessageRole::Function, "a call is never split from its result");
-    assert!(all.iter().filter(|m| m.role == MessageRole::User).count() >= 10);
+    assert_eq!(all.iter().filter(|m| m.role == MessageRole::User).count(), turns, "every user message kept");
     assert!(decoded(&a.prompt_tokens().unwrap()).contains("summary number"));
 }
 
@@ -182,7 +183,7 @@ fn resume_after_restart_restores_core_memory_queue_and_summary() {
     {
         let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(1400)).unwrap();
         let mut sc = Script::default();
-        sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Likes chess"}), true));
+        sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Likes chess"})));
         a.turn(&mut sc, "I like chess", &mut Collect(vec![])).unwrap();
         a.flush(&mut sc).unwrap();
         a.turn(&mut sc, "and tennis", &mut Collect(vec![])).unwrap();
@@ -212,7 +213,7 @@ fn export_import_round_trips() {
     let (_d, s) = setup();
     let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
-    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana's cat is Tom"}), true));
+    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana's cat is Tom"})));
     a.turn(&mut sc, "my cat is Tom", &mut Collect(vec![])).unwrap();
     a.flush(&mut sc).unwrap();
     let ex = pagemind::agent::export_agent(&s, "bot").unwrap();
@@ -241,9 +242,9 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     s.archival_insert(rec.id, util::MINILM, p).unwrap();
     let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
-    // The model "forgets" to ask for a heartbeat after searching, then stops without answering.
-    sc.calls.push_back(call("archival_memory_search", json!({"query": "pump pressure", "page": 0}), false));
-    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "asks about pumps"}), false));
+    // The model searches, then does something else instead of answering.
+    sc.calls.push_back(call("archival_memory_search", json!({"query": "pump pressure", "page": 1})));
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "asks about pumps"})));
     sc.calls.push_back(say("8 bar [source: /docs/pump.md lines 3-4]"));
     let r = a.turn(&mut sc, "What is the pump pressure limit?", &mut Collect(vec![])).unwrap();
     assert_eq!(
@@ -252,7 +253,7 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
         "search restricted first, free step, then the forced answer"
     );
     assert_eq!(r.messages, ["8 bar [source: /docs/pump.md lines 3-4]"]);
-    assert!(r.steps[0].request_heartbeat, "the forced search always continues the turn");
+    assert!(r.steps[0].continues, "the forced search always continues the turn");
     assert_eq!(r.retrieved.len(), 1);
     assert_eq!((r.retrieved[0].source.as_str(), r.retrieved[0].span.as_str()), ("/docs/pump.md", "lines 3-4"));
     // Without documents, the same agent takes free steps.
@@ -264,4 +265,70 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     let mut sc2 = Script::default();
     a2.turn(&mut sc2, "hi", &mut Collect(vec![])).unwrap();
     assert_eq!(sc2.restricted, [None]);
+}
+
+#[test]
+fn recall_search_finds_what_was_said_not_its_own_plumbing() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(say("What a lovely name."));
+    a.turn(&mut sc, "My cat is called Biscuit.", &mut Collect(vec![])).unwrap();
+    for i in 0..3 {
+        a.turn(&mut sc, &format!("small talk number {i}"), &mut Collect(vec![])).unwrap();
+    }
+    sc.calls.push_back(call("conversation_search", json!({"query": "What is my cat's name?", "page": 1})));
+    sc.calls.push_back(call("conversation_search", json!({"query": "cat", "page": 3})));
+    sc.calls.push_back(say("Biscuit"));
+    let r = a.turn(&mut sc, "What is my cat's name?", &mut Collect(vec![])).unwrap();
+    let first = &r.steps[0].result;
+    assert!(first.starts_with("Showing 2 of 2 results"), "only the two messages about the cat: {first}");
+    assert!(first.contains("1. [") && first.contains("user: My cat is called Biscuit."), "{first}");
+    assert!(!first.contains("conversation_search") && !first.contains("function_result"), "{first}");
+    assert_eq!(r.steps[0].hits.len(), 2);
+    // A page that does not exist says which pages do.
+    assert_eq!(r.steps[1].status, "Failed");
+    assert!(r.steps[1].result.contains("There is no page 3: there are 1 page(s)"), "{}", r.steps[1].result);
+    assert_eq!(r.messages, ["Biscuit"]);
+}
+
+#[test]
+fn core_memory_edits_reach_the_working_context_at_the_next_user_turn() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Plays the oboe"})));
+    a.turn(&mut sc, "I play the oboe", &mut Collect(vec![])).unwrap();
+    let system_part = |p: &[u32]| decoded(p).split("<|im_start|>user").next().unwrap().to_string();
+    assert!(!system_part(&sc.prompts[1]).contains("Plays the oboe"), "not re-rendered mid-turn");
+    a.turn(&mut sc, "hello", &mut Collect(vec![])).unwrap();
+    assert!(system_part(sc.prompts.last().unwrap()).contains("Plays the oboe"));
+    // Unchanged core memory leaves the prefix alone.
+    let before = a.prompt_tokens().unwrap();
+    assert!(!a.refresh_if_changed().unwrap());
+    assert_eq!(a.prompt_tokens().unwrap(), before);
+}
+
+#[test]
+fn at_login_the_agent_speaks_first() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(say("Welcome back, Ana!"));
+    let r = a.login_and_greet(&mut sc, &mut Collect(vec![])).unwrap();
+    assert_eq!(r.messages, ["Welcome back, Ana!"]);
+    let q = s.context_messages(a.record.id).unwrap();
+    assert!(q[0].content.contains("\"login\""), "{}", q[0].content);
+}
+
+#[test]
+fn an_empty_message_is_refused_and_retried() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(say("  "));
+    sc.calls.push_back(say("Hi!"));
+    let r = a.turn(&mut sc, "hello", &mut Collect(vec![])).unwrap();
+    assert_eq!(r.steps[0].status, "Failed");
+    assert_eq!(r.messages, ["Hi!"]);
 }

@@ -55,7 +55,7 @@ fn a_hundred_varied_user_messages_each_give_a_valid_call() {
     let labels: Vec<String> = blocks.iter().map(|b| b.label.clone()).collect();
     let tools = builtin_tools(&labels);
     let format = StepFormat::Json;
-    let inst = instructions("Sam", &tools, format);
+    let inst = instructions("Sam", &tools, format, 4, 2048);
     let working = working_context(&blocks, 12, 3);
     let mut steps = LlmSteps::new(model, &tools, 2048, None).unwrap();
     let summary = Summary::default();
@@ -63,7 +63,7 @@ fn a_hundred_varied_user_messages_each_give_a_valid_call() {
     let n: usize = std::env::var("PAGEMIND_TEST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     for (i, text) in messages(n, 7).iter().enumerate() {
         let queue = [user_message(text)];
-        let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue }
+        let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue, format }
             .tokens(model)
             .unwrap();
         let (call, raw, st) = steps.step(&prompt, &mut |_| {}).unwrap_or_else(|e| panic!("message {i} {text:?}: {e}"));
@@ -85,7 +85,7 @@ fn a_hundred_varied_user_messages_each_give_a_valid_call() {
 
 fn chat(home: &Path, agent: &str, window: Option<&str>, input: &str) -> (String, String) {
     let mut cmd = pagemind(Some(home));
-    cmd.args(["chat", "--agent", agent]);
+    cmd.args(["chat", "--agent", agent, "--model", SMOLLM]);
     if let Some(w) = window {
         cmd.args(["--context-window", w]);
     }
@@ -165,7 +165,7 @@ fn a_tiny_context_window_survives_forty_messages() {
 fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
     let home = home_with_models();
     let mut child = pagemind(Some(home.path()))
-        .args(["chat", "--agent", "kill"])
+        .args(["chat", "--agent", "kill", "--model", SMOLLM])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -10,6 +10,7 @@ mod agent;
 mod agent_llm;
 mod cli_errors;
 mod embed;
+mod eval;
 mod ingest;
 mod memory;
 mod runtime;

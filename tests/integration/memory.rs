@@ -30,29 +30,43 @@ fn passage(text: &str, v: Vec<f32>) -> NewPassage {
 }
 
 #[test]
-fn recall_search_is_case_insensitive_newest_first_and_paginated() {
+fn recall_search_ranks_what_was_said_and_pages() {
     let (_d, s) = store();
     let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
     for i in 0..12 {
         s.append_message(a.id, Message::new(MessageRole::User, format!("I like MANGO number {i}"))).unwrap();
     }
+    // A call that is not a message to the user is not part of the conversation: not searched.
     let mut call = Message::new(MessageRole::Assistant, "thinking");
     call.function = Some(FunctionCall {
         name: "archival_memory_insert".into(),
         arguments: serde_json::json!({"content": "the user likes mangoes"}),
-        request_heartbeat: false,
+        request_heartbeat: true,
     });
     s.append_message(a.id, call).unwrap();
+    // What the agent said is.
+    let mut said = Message::new(MessageRole::Assistant, "{...}");
+    said.function = Some(FunctionCall {
+        name: "send_message".into(),
+        arguments: serde_json::json!({"message": "Mangoes are great, and mango lassi even more."}),
+        request_heartbeat: false,
+    });
+    s.append_message(a.id, said).unwrap();
     s.append_message(a.id, Message::new(MessageRole::User, "unrelated")).unwrap();
 
-    let p = s.recall_search(a.id, "mango", 0, 5).unwrap();
+    let p = s.recall_search(a.id, "mangoes", 0, 5).unwrap();
     assert_eq!((p.total, p.items.len(), p.pages()), (13, 5, 3));
     assert_eq!(p.header(), "Showing 5 of 13 results (page 1/3)");
-    assert!(p.items[0].function.is_some(), "newest first, and function arguments are searched");
+    // Stems meet ("mangoes" / "MANGO"); the reply that says it twice ranks first.
+    assert!(p.items[0].function.as_ref().is_some_and(|f| f.name == "send_message"), "{:?}", p.items[0]);
+    // Equal scores: newest first.
+    assert_eq!(p.items[1].content, "I like MANGO number 11");
     let last = s.recall_search(a.id, "mango", 2, 5).unwrap();
     assert_eq!(last.items.len(), 3);
     assert_eq!(last.items[2].content, "I like MANGO number 0");
-    assert_eq!(s.message_count(a.id).unwrap(), 14);
+    assert_eq!(s.message_count(a.id).unwrap(), 15);
+    // A query of common words falls back to a substring match.
+    assert_eq!(s.recall_search(a.id, "I", 0, 5).unwrap().total, 13);
 }
 
 #[test]
