@@ -85,7 +85,9 @@ fn a_hundred_varied_user_messages_each_give_a_valid_call() {
 
 fn chat(home: &Path, agent: &str, window: Option<&str>, input: &str) -> (String, String) {
     let mut cmd = pagemind(Some(home));
-    cmd.args(["chat", "--agent", agent, "--model", SMOLLM]);
+    // Three steps a turn keep the small model's turns short (it seldom calls send_message
+    // unprompted, so its turns run to the forced answer at the step limit).
+    cmd.args(["chat", "--agent", agent, "--model", SMOLLM, "--max-steps", "3"]);
     if let Some(w) = window {
         cmd.args(["--context-window", w]);
     }
@@ -165,7 +167,7 @@ fn a_tiny_context_window_survives_forty_messages() {
 fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
     let home = home_with_models();
     let mut child = pagemind(Some(home.path()))
-        .args(["chat", "--agent", "kill", "--model", SMOLLM])
+        .args(["chat", "--agent", "kill", "--model", SMOLLM, "--max-steps", "3"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
