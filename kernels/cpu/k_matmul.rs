@@ -6,7 +6,7 @@ dot product. [`matmul`] quantizes each token to Q8_K once (tokens split across t
 splits the output rows across candle's CPU worker pool: each worker meets every token with one
 weight row while that row is in L1, so decode (one token) streams the weights once and prefill
 reads them once per batch. [`matmul_x8`] does the same on eight-row interleaved Q4_K
-and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX-512 VNNI path, with tokens in tiles of [`TOKEN_TILE`].
+and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX-512 VNNI path, with tokens in tiles of `TOKEN_TILE`.
 */
 
 use super::pool::{parallel, SharedMut as Out};

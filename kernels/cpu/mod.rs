@@ -9,7 +9,7 @@
   activations, AVX2 and AVX-512 VNNI flavours with scalar references; [`k_matmul`]: their
   matrix products (Qwen2.5 Q4_K_M's layers); [`q4_k_x8`]: Q4_K with eight rows interleaved
   for AVX-512 VNNI (decode and prefill tiles of up to four tokens); [`q6_k_x8`]: the same for Q6_K.
-- [`neon`] (aarch64 only): NEON flavours of the Q4_1, Q4_K and Q6_K kernels, plain and with the
+- `neon` (aarch64 only): NEON flavours of the Q4_1, Q4_K and Q6_K kernels, plain and with the
   dot-product extension (`sdot`).
 - [`cuda`]: CUDA kernels (feature `cuda`, compiled with NVRTC at first use; a stub without
   it): decode attention over the KV cache in place.

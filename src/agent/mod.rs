@@ -2,12 +2,12 @@
 
 [`Agent::open`] loads an agent's record, core memory, summary and FIFO queue from the
 [`MemoryStore`]. [`Agent::turn`] handles one user message: each step renders main context
-([`context`]), decodes one grammar-constrained call ([`crate::grammar`]), runs its handler
-([`tools`]) and appends the call and its result to recall storage, durably, before anything is
+(`context`), decodes one grammar-constrained call ([`crate::grammar`]), runs its handler
+(`tools`) and appends the call and its result to recall storage, durably, before anything is
 shown. `send_message` ends the turn; every other function (and a failed call) runs another
 step, and the last step the per-turn limit allows may only call `send_message`, so every turn
 ends with a message to the user. Before each step the
-queue manager ([`pressure`]) sends the memory-pressure alert once per crossing of the warning
+queue manager (`pressure`) sends the memory-pressure alert once per crossing of the warning
 threshold and, at the flush threshold, evicts the oldest messages into a new recursive summary.
 
 Decoding goes through a [`StepModel`], so the loop is tested against a scripted stand-in.
@@ -23,11 +23,12 @@ mod tools;
 pub use context::{instructions, working_context, ContextReport, MainContext};
 pub use events::{to_chat, user_message, user_message_at, user_text};
 pub use export::{export_agent, import_agent, AgentExport, EXPORT_FORMAT};
+pub use pressure::FlushCost;
 
 use crate::embed::Embedder;
 use crate::grammar::{decode_step, StepFormat, StepGrammar, StepStats, ToolCall};
 use crate::memory::{AgentRecord, FunctionCall, MemoryStore, Message, MessageRole, Passage};
-use crate::runtime::{ChatModel, Sampler, SamplerConfig, Session};
+use crate::runtime::{ChatModel, PromptEncoder, Sampler, SamplerConfig, Session};
 use crate::tools::{builtin_tools, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
 use serde::Serialize;
@@ -56,30 +57,39 @@ pub const DEFAULT_WINDOW: usize = 2048;
 pub trait StepModel {
     /// Decode one call for `prompt` (token ids of the rendered main context).
     fn step(&mut self, prompt: &[u32], on_token: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)>;
-    /// One step that may call only the tool `only` (document QA's first search). Models that
+    /// One step that may call only the tools named in `only` (a tool rule: document QA's first
+    /// search, the memory step that opens a user turn, the last step's reply). Models that
     /// cannot restrict themselves (scripted stand-ins) take a normal step.
     fn step_only(
         &mut self,
         prompt: &[u32],
-        only: &str,
+        only: &[&str],
         on_token: &mut dyn FnMut(u32),
     ) -> Result<(ToolCall, String, StepStats)> {
         let _ = only;
         self.step(prompt, on_token)
     }
     /// Free text for a summary request (no grammar).
-    fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<String>;
+    fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Summarized>;
+}
+
+/// A summary and what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct Summarized {
+    pub text: String,
+    /// Prompt tokens run through the model, and those whose KV came from the cache.
+    pub tokens_evaluated: usize,
+    pub tokens_reused: usize,
 }
 
 /// The model-backed [`StepModel`].
 pub struct LlmSteps<'m> {
     pub grammar: StepGrammar,
-    /// Grammars allowing one tool each, built on first use.
+    /// Grammars allowing a subset of the tools, built on first use (keyed by the names).
     only: std::collections::HashMap<String, StepGrammar>,
     tools: Vec<ToolSpec>,
     format: StepFormat,
     pub session: Session<'m>,
-    summary_session: Option<Session<'m>>,
     pub sampler: Sampler,
 }
 
@@ -98,7 +108,6 @@ impl<'m> LlmSteps<'m> {
             tools: tools.to_vec(),
             format,
             session: Session::new(model, window)?,
-            summary_session: None,
             sampler: Sampler::new(sampling.unwrap_or_else(agent_sampling)),
         })
     }
@@ -113,12 +122,13 @@ impl StepModel for LlmSteps<'_> {
     fn step_only(
         &mut self,
         prompt: &[u32],
-        only: &str,
+        only: &[&str],
         on_token: &mut dyn FnMut(u32),
     ) -> Result<(ToolCall, String, StepStats)> {
-        if !self.only.contains_key(only) {
+        let key = only.join(",");
+        if !self.only.contains_key(&key) {
             // The restricted step is the first of its kind in a turn: paging starts at page 1.
-            let mut tools: Vec<ToolSpec> = self.tools.iter().filter(|t| t.name == only).cloned().collect();
+            let mut tools: Vec<ToolSpec> = self.tools.iter().filter(|t| only.contains(&t.name)).cloned().collect();
             for p in tools.iter_mut().flat_map(|t| t.params.iter_mut()).filter(|p| p.name == "page") {
                 p.ty = crate::tools::ParamType::Integer { min: 1, max: 1 };
             }
@@ -126,23 +136,24 @@ impl StepModel for LlmSteps<'_> {
                 return self.step(prompt, on_token);
             }
             let g = StepGrammar::new(self.session.model(), &tools, self.format)?;
-            self.only.insert(only.to_string(), g);
+            self.only.insert(key.clone(), g);
         }
-        let g = &self.only[only];
+        let g = &self.only[&key];
         let s = decode_step(g, &mut self.session, prompt, &mut self.sampler, on_token)?;
         Ok((s.call, s.text, s.stats))
     }
 
-    fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<String> {
-        let model = self.session.model();
-        let n_ctx = self.session.n_ctx();
-        let s = self
-            .summary_session
-            .get_or_insert_with(|| Session::new(model, n_ctx).expect("same size as the main session"));
+    /// On the main session: the summary prompt opens with main context's system message, so
+    /// its KV comes from the cache, and the next step reuses it again.
+    fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Summarized> {
         // Greedy with a repetition penalty: small models otherwise loop on one sentence.
         let mut sampler = Sampler::new(SamplerConfig { repeat_penalty: 1.3, ..SamplerConfig::greedy() });
-        let g = s.generate(prompt, &mut sampler, max_tokens, None, |_| Ok(true))?;
-        model.tokenizer.decode(&g.tokens, true)
+        let g = self.session.generate(prompt, &mut sampler, max_tokens, None, |_| Ok(true))?;
+        Ok(Summarized {
+            text: self.session.model().tokenizer.decode(&g.tokens, true)?,
+            tokens_evaluated: g.prompt.evaluated,
+            tokens_reused: g.prompt.reused,
+        })
     }
 }
 
@@ -200,6 +211,11 @@ pub struct TurnResult {
     pub step_limit_hit: bool,
     /// Queue flushes (summaries) during the turn.
     pub flushes: usize,
+    /// What the flushes cost: summary prompt tokens evaluated and reused, and seconds (the
+    /// summary's generation included).
+    pub flush_tokens_evaluated: usize,
+    pub flush_tokens_reused: usize,
+    pub flush_seconds: f64,
     /// Passages retrieved by archival search during the turn (for citations).
     #[serde(skip)]
     pub retrieved: Vec<Passage>,
@@ -217,6 +233,10 @@ pub struct Agent<'a> {
     working: String,
     /// The core-memory blocks that `working` shows.
     working_blocks: Vec<crate::memory::Block>,
+    /// Tokens of the system message (instructions and working context).
+    fixed_tokens: usize,
+    /// Encodes each step's prompt, re-encoding only the messages new since the last step.
+    encoder: std::cell::RefCell<PromptEncoder>,
     /// The context window in tokens.
     pub window: usize,
     /// Results per page for searches.
@@ -258,6 +278,8 @@ impl<'a> Agent<'a> {
             instructions,
             working: String::new(),
             working_blocks: vec![],
+            fixed_tokens: 0,
+            encoder: std::cell::RefCell::new(PromptEncoder::new(&model.tokenizer)),
             window,
             page_size: PAGE_SIZE,
             result_limit: RESULT_LIMIT,
@@ -266,7 +288,7 @@ impl<'a> Agent<'a> {
             turn_floor: u64::MAX,
         };
         a.refresh_working_context()?;
-        let system = a.model.tokenizer.encode(&format!("{}\n\n{}", a.instructions, a.working), true)?.len();
+        let system = a.fixed_tokens;
         if system + STEP_RESERVE > a.window {
             return Err(Error::Invalid(format!(
                 "the context window ({} tokens) is smaller than the system prompt and core memory ({system} tokens) plus room for one step ({STEP_RESERVE}): use a larger --context-window",
@@ -282,6 +304,8 @@ impl<'a> Agent<'a> {
         let blocks = self.store.blocks(id)?;
         self.working = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
         self.working_blocks = blocks;
+        self.fixed_tokens =
+            self.model.tokenizer.encode(&format!("{}\n\n{}", self.instructions, self.working), true)?.len();
         Ok(())
     }
 
@@ -320,9 +344,11 @@ impl<'a> Agent<'a> {
         })
     }
 
-    /// Token ids of the current prompt.
+    /// Token ids of the current prompt. Main context comes from memory (the store's
+    /// write-through copy) and only messages new since the last call are tokenized.
     pub fn prompt_tokens(&self) -> Result<Vec<u32>> {
-        self.with_context(|c| c.tokens(self.model))
+        let text = self.with_context(|c| self.model.render_chat(&c.messages(), true))?;
+        self.encoder.borrow_mut().encode_prompt(&self.model.tokenizer, &text)
     }
 
     /// Token usage per section.
@@ -395,11 +421,17 @@ impl<'a> Agent<'a> {
             .find(|m| m.role == MessageRole::User)
             .map_or(u64::MAX, |m| m.id);
         let max = self.record.config.max_steps.max(1);
+        // Tool rule: a turn that answers a user message opens with a memory operation (save
+        // what was said, or search before answering), unless the agent is configured otherwise.
+        let memory_rule: Vec<&str> = self.tools.iter().map(|t| t.name).filter(|n| *n != SEND_MESSAGE).collect();
+        let user_turn =
+            self.store.context_messages(self.record.id)?.last().is_some_and(|m| m.role == MessageRole::User);
+        let memory_first = self.record.config.memory_first && user_turn && max > 1;
         let mut retried = false;
         let mut answer_forced = false;
         let mut i = 0;
         while i < max {
-            out.flushes += self.manage_pressure(steps)?;
+            self.manage_pressure(steps, &mut out)?;
             let prompt = self.prompt_tokens()?;
             let t0 = Instant::now();
             let mut stream = MessageStream::default();
@@ -409,10 +441,12 @@ impl<'a> Agent<'a> {
             // Document QA: an agent with loaded documents searches them before anything else.
             let doc_mode = self.record.config.search_first && self.store.has_passages(self.record.id)?;
             let search_first = i == 0 && doc_mode && max > 1;
-            let only = if search_first {
-                Some("archival_memory_search")
+            let only: Option<&[&str]> = if search_first {
+                Some(&["archival_memory_search"])
             } else if answer_forced || i + 1 == max {
-                Some(SEND_MESSAGE)
+                Some(&[SEND_MESSAGE])
+            } else if i == 0 && memory_first {
+                Some(&memory_rule)
             } else {
                 None
             };
@@ -434,8 +468,8 @@ impl<'a> Agent<'a> {
                 // The step outgrew the window: flush and take the step again, once.
                 Err(Error::ContextOverflow { .. }) if !retried => {
                     retried = true;
-                    self.flush(steps)?;
-                    out.flushes += 1;
+                    let cost = self.flush(steps)?;
+                    out.add_flush(&cost);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -455,7 +489,7 @@ impl<'a> Agent<'a> {
                 Ok(t) => (true, t.clone()),
                 Err(t) => (false, t.clone()),
             };
-            let result = cut_chars(&result, self.result_limit);
+            let result = self.fit_result(&result, stats.tokens)?;
             self.push(events::function_result(&call.function, ok, &result))?;
             let sent = call.function == SEND_MESSAGE && ok;
             if sent {
@@ -512,6 +546,24 @@ impl<'a> Agent<'a> {
         }
         out.retrieved = std::mem::take(&mut self.retrieved);
         Ok(out)
+    }
+}
+
+impl Agent<'_> {
+    /// A function result cut to [`Agent::result_limit`] characters and to half the window
+    /// that is left after the system message, the summary, the call (`call_tokens`) and room
+    /// for one step: after a flush, a call and its result always fit beside the next step.
+    fn fit_result(&self, result: &str, call_tokens: usize) -> Result<String> {
+        let text = cut_chars(result, self.result_limit);
+        let room = self.window.saturating_sub(
+            self.fixed_tokens + pressure::summary_budget(self.window) + STEP_RESERVE + call_tokens + 16,
+        ) / 2;
+        let tokens = self.model.tokenizer.encode(&text, false)?;
+        if tokens.len() <= room {
+            return Ok(text);
+        }
+        let keep = self.model.tokenizer.decode(&tokens[..room.saturating_sub(4)], false)?;
+        Ok(format!("{} [truncated]", keep.trim_end_matches(' ')))
     }
 }
 

@@ -10,7 +10,7 @@ warning threshold (default 70%), one system alert is queued, once per crossing: 
 when the prompt falls back under the threshold.
 */
 
-use super::{prompts, Agent, StepModel, STEP_RESERVE};
+use super::{prompts, Agent, StepModel, TurnResult, STEP_RESERVE};
 use crate::memory::{Message, MessageRole, Summary};
 use crate::runtime::ChatMessage;
 use crate::{Error, Result};
@@ -42,17 +42,18 @@ fn line(m: &Message) -> String {
 }
 
 impl Agent<'_> {
-    /// Alert or flush as the prompt size requires; returns the number of flushes (0 or 1).
-    pub(super) fn manage_pressure(&mut self, steps: &mut dyn StepModel) -> Result<usize> {
+    /// Alert or flush as the prompt size requires (at most one flush), counting a flush and
+    /// its cost into `out`.
+    pub(super) fn manage_pressure(&mut self, steps: &mut dyn StepModel, out: &mut TurnResult) -> Result<()> {
         let c = &self.record.config;
         let n = self.prompt_tokens()?.len();
         let warn_at = (c.warning_threshold * self.window as f32) as usize;
         let flush_at = (c.flush_threshold * self.window as f32) as usize;
         let id = self.record.id;
         if n + STEP_RESERVE > flush_at {
-            self.flush(steps)?;
+            out.add_flush(&self.flush(steps)?);
             self.store.set_state(id, "pressure_warned", &json!(false))?;
-            return Ok(1);
+            return Ok(());
         }
         let warned = self.store.get_state(id, "pressure_warned")?.and_then(|v| v.as_bool()).unwrap_or(false);
         if n > warn_at && !warned {
@@ -61,11 +62,15 @@ impl Agent<'_> {
         } else if n <= warn_at && warned {
             self.store.set_state(id, "pressure_warned", &json!(false))?;
         }
-        Ok(0)
+        Ok(())
     }
 
-    /// Evict the oldest messages into a new recursive summary.
-    pub fn flush(&mut self, steps: &mut dyn StepModel) -> Result<()> {
+    /// Evict the oldest messages into a new recursive summary; returns what it cost.
+    ///
+    /// The summarizer's prompt is main context's own system message followed by the request,
+    /// so on the main session its KV is reused, not evaluated again.
+    pub fn flush(&mut self, steps: &mut dyn StepModel) -> Result<FlushCost> {
+        let t0 = std::time::Instant::now();
         let id = self.record.id;
         let queue = self.store.context_messages(id)?;
         let target = (self.record.config.evict_fraction * self.window as f32) as usize;
@@ -104,20 +109,49 @@ impl Agent<'_> {
         // Keep the summarizer's prompt inside the window: drop the oldest lines if needed.
         let budget = summary_budget(self.window);
         let mut prompt;
+        let system = format!("{}\n\n{}", self.instructions, self.working);
         loop {
-            let msgs = [ChatMessage::new("system", prompts::SUMMARIZE), ChatMessage::new("user", body.clone())];
+            let msgs = [
+                ChatMessage::new("system", system.clone()),
+                ChatMessage::new("user", format!("{}\n\n{body}", prompts::SUMMARIZE)),
+            ];
             prompt = self.model.chat_prompt(&msgs, true)?.1;
             if prompt.len() + budget <= self.window || body.len() < 200 {
                 break;
             }
             body = body.chars().skip(body.chars().count() / 4).collect();
         }
-        let mut text = steps.summarize(&prompt, budget)?.trim().to_string();
+        let done = steps.summarize(&prompt, budget)?;
+        let mut text = done.text.trim().to_string();
         if text.is_empty() {
             text = evicted.iter().map(line).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
         }
         let summary = Summary { text, updated_at: 0, messages_covered: old.messages_covered + evicted.len() as u64 };
         self.store.flush_queue(id, &summary, evicted)?;
-        self.refresh_working_context()
+        self.refresh_working_context()?;
+        Ok(FlushCost {
+            evicted: evicted.len(),
+            tokens_evaluated: done.tokens_evaluated,
+            tokens_reused: done.tokens_reused,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// What one flush did and cost.
+#[derive(Debug, Clone, Default)]
+pub struct FlushCost {
+    pub evicted: usize,
+    pub tokens_evaluated: usize,
+    pub tokens_reused: usize,
+    pub seconds: f64,
+}
+
+impl TurnResult {
+    pub(super) fn add_flush(&mut self, c: &FlushCost) {
+        self.flushes += 1;
+        self.flush_tokens_evaluated += c.tokens_evaluated;
+        self.flush_tokens_reused += c.tokens_reused;
+        self.flush_seconds += c.seconds;
     }
 }

@@ -11,11 +11,11 @@ use serde_json::json;
 /// `{tools}` are filled in by [`super::instructions`].
 pub const SYSTEM: &str = "You are {name}, an assistant with long-term memory, running on the user's computer.
 Each reply is one function call: {format}
-Only send_message reaches the user, and it ends your turn; any other function gives you another step. Thoughts are private. Answer in your own words; never repeat the user's message back.
+Only send_message reaches the user, and it ends your turn; any other function gives you another step. Thoughts are private. Answer in your own words; never repeat the user's message back. Keep messages short: when asked for a fact, give the fact itself in a few words.
 Events are JSON: only user_message is the user; login, heartbeat, system_alert and function_result come from the system (never pass alerts on).
 Memory:
 - Core memory (below) is always in view. When the user states a lasting fact about themselves, first save it with core_memory_append to \"human\", then reply.
-- Recall memory has every past message. For something said earlier that is not in view, call conversation_search with a few keywords (results show when it was said), then answer from the results.
+- Recall memory has every past message. For something said earlier that is not in view, call conversation_search with a few keywords (results show when it was said and who said it), then answer from the results. Check who a result is about: what one person did is not what another did.
 - Archival memory: unlimited, searched by meaning (archival_memory_insert, archival_memory_search); loaded documents are there. For questions about documents, search first (at most {max_searches} searches a turn, {page_size} results a page) and cite the [source: ...].
 - If memory has no answer, say so; do not guess.
 {example}Functions:
@@ -60,7 +60,7 @@ pub const CORE_HEADER: &str = "### Core memory (working context)";
 pub const PRESSURE_ALERT: &str = "Private note from the system (do not tell the user): the conversation will soon be too long and older messages will be moved out of view into a summary. If recent messages hold lasting facts that are not in core memory yet, save them now with core_memory_append or archival_memory_insert, then carry on.";
 
 /// What a request for a recursive summary looks like.
-pub const SUMMARIZE: &str = "Summarize the conversation below in at most 120 words, keeping names, facts the user shared, decisions and open questions. Write plain prose, in the third person.";
+pub const SUMMARIZE: &str = "A request from the system, not from the user: summarize the conversation below in at most 120 words, keeping names, facts the user shared, decisions and open questions. Write plain prose in the third person; reply with the summary text only, not a function call.";
 
 /// Intro of the summary message at the head of the queue.
 pub fn summary_message(covered: u64, text: &str) -> String {

@@ -31,6 +31,10 @@ pub struct ChatArgs {
     /// Steps chained per turn, at most.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Tool rule (saved with the agent): a turn that answers a user message opens with a
+    /// memory function, saving or searching, before any reply (default true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub memory_first: Option<bool>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -73,8 +77,9 @@ pub fn load(g: &Global, a: &ChatArgs) -> Result<Loaded> {
         eprintln!("created agent '{}' (model {chat})", a.agent);
     }
     let mut rec = store.agent(&a.agent)?;
-    if let Some(n) = a.max_steps {
-        rec.config.max_steps = n;
+    if a.max_steps.is_some() || a.memory_first.is_some() {
+        rec.config.max_steps = a.max_steps.unwrap_or(rec.config.max_steps);
+        rec.config.memory_first = a.memory_first.unwrap_or(rec.config.memory_first);
         store.update_agent(&rec)?;
     }
     let chat = a.model.clone().unwrap_or(rec.chat_model.clone());
@@ -155,7 +160,19 @@ pub fn ask(g: &Global, a: AskArgs) -> Result<()> {
     } else {
         agent.turn(&mut steps, &a.message, &mut pagemind::agent::Quiet)?
     };
-    if !a.json {
+    if a.json {
+        // The last line sums up the turn, flush costs included.
+        let turn = serde_json::json!({"turn": {
+            "messages": r.messages,
+            "steps": r.steps.len(),
+            "step_limit_hit": r.step_limit_hit,
+            "flushes": r.flushes,
+            "flush_tokens_evaluated": r.flush_tokens_evaluated,
+            "flush_tokens_reused": r.flush_tokens_reused,
+            "flush_seconds": r.flush_seconds,
+        }});
+        println!("{turn}");
+    } else {
         for m in &r.messages {
             println!("{m}");
         }

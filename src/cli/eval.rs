@@ -71,6 +71,9 @@ pub struct EvalArgs {
     /// Steps per agent turn, at most.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
+    /// The agent's tool rule: a user turn opens with a memory function (false: any function).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub memory_first: bool,
     /// Print the summary as JSON instead of the Markdown table.
     #[arg(long)]
     pub json: bool,
@@ -134,6 +137,7 @@ pub fn run(g: &Global, a: EvalArgs) -> Result<()> {
         documents: a.documents,
         levels: a.levels,
         max_steps: a.max_steps.max(2),
+        memory_first: a.memory_first,
         progress,
     };
     let mut rec = Recorder::open(&a.out, task.name(), a.resume)?;

@@ -45,7 +45,7 @@ pub const NOT_MENTIONED: &str = "Not mentioned in the conversation";
 pub fn question_text(q: &Qa, adversarial_answer: Option<&str>, seed: u64) -> String {
     match (q.category, adversarial_answer) {
         (5, Some(distractor)) => {
-            let flip = (seed ^ (q.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).count_ones() % 2 == 0;
+            let flip = (seed ^ (q.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).count_ones().is_multiple_of(2);
             let (a, b) = if flip { (NOT_MENTIONED, distractor) } else { (distractor, NOT_MENTIONED) };
             format!("{} Select the correct answer: (a) {a} (b) {b}.", q.question)
         }
@@ -307,6 +307,10 @@ fn scores(q: &Qa, answer: &str, evidence_hit: Option<bool>) -> BTreeMap<String, 
     s
 }
 
+/// What a sample's questions share: message id -> `dia_id` of the replayed agent, and the
+/// rag baseline's chunks.
+type SampleState = (HashMap<u64, String>, Option<Vec<Chunk>>);
+
 /// Run the task.
 pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
     let path = match &o.data {
@@ -332,7 +336,7 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
     // One session per baseline, so each keeps its own reusable prefix in its KV cache.
     let mut full_session = Session::new(o.model, o.window)?;
     let mut rag_session = Session::new(o.model, o.window)?;
-    let mut sample_cache: HashMap<usize, (HashMap<u64, String>, Option<Vec<Chunk>>)> = HashMap::new();
+    let mut sample_cache: HashMap<usize, SampleState> = HashMap::new();
     // Items of one sample together, so its chunks and the agents' KV prefix are reused.
     let mut ordered = items.clone();
     ordered.sort_by_key(|(si, _)| *si);
@@ -344,10 +348,10 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
         if variants.iter().all(|v| rec.is_done(v, &id)) {
             continue;
         }
-        if !sample_cache.contains_key(&si) {
+        if let std::collections::hash_map::Entry::Vacant(e) = sample_cache.entry(si) {
             let dia = if o.agent { replay(o, &store, &mut steps, sample)? } else { HashMap::new() };
             let ch = if o.runs("rag") { Some(chunks(o, sample)?) } else { None };
-            sample_cache.insert(si, (dia, ch));
+            e.insert((dia, ch));
         }
         let (dia, ch) = &sample_cache[&si];
         let input = question_text(q, q.adversarial_answer.as_deref(), o.seed);

@@ -98,6 +98,8 @@ pub struct Options<'m> {
     pub levels: Vec<usize>,
     /// Steps per agent turn.
     pub max_steps: usize,
+    /// The agent's memory-first tool rule.
+    pub memory_first: bool,
     pub progress: bool,
 }
 
@@ -199,6 +201,7 @@ pub fn new_agent(
     let mut a = store.create_agent(name, &o.model_id, &o.embedding_id, crate::memory::DEFAULT_PERSONA, human)?;
     a.config.context_window = o.window;
     a.config.max_steps = o.max_steps;
+    a.config.memory_first = o.memory_first;
     configure(&mut a.config);
     store.update_agent(&a)?;
     Ok(a)

@@ -8,6 +8,7 @@
 - [`contains_answer`]: NaturalQuestions-Open accuracy as "Lost in the Middle" scores it (a
   normalised gold answer occurs in the normalised reply).
 - [`exact_value`]: nested key-value retrieval (the final UUID occurs in the reply).
+
 BFCL's AST matching lives with its task ([`super::function_calling`]).
 */
 

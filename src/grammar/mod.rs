@@ -4,7 +4,7 @@
 - [`StepGrammar`]: compiles the registered [`ToolSpec`]s into one llguidance grammar: the
   function name pinned to the registry, one `arguments` branch per tool with its schema (enums,
   dates, bounded strings, so every step terminates), compact JSON.
-- [`decode_step`]: runs a [`Session`] under the grammar: the mask is applied on the sampling
+- [`decode_step`]: runs a [`Session`](crate::runtime::Session) under the grammar: the mask is applied on the sampling
   hook, tokens the grammar forces are appended without sampling and evaluated in one batch, and
   the result is a parsed, typed [`ToolCall`].
 

@@ -137,6 +137,7 @@ impl MemoryStore {
             src.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        self.context.forget(id);
         self.drop_index(id);
         Ok(())
     }

@@ -28,6 +28,7 @@ assert_eq!(hits.total, 1);
 
 mod agents;
 mod archival;
+mod context_cache;
 mod index;
 pub mod rank;
 mod recall;
@@ -61,6 +62,8 @@ pub struct MemoryStore {
     path: PathBuf,
     index_dir: PathBuf,
     indexes: Mutex<HashMap<u64, ArchivalIndex>>,
+    /// Each agent's queue and summary, written through (main context without disk reads).
+    context: context_cache::ContextCache,
     /// Show progress bars for long work (index rebuilds).
     pub progress: bool,
 }
@@ -76,7 +79,14 @@ impl MemoryStore {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::StoreLocked { path }),
             Err(e) => return Err(Error::Store { path, msg: e.to_string() }),
         };
-        let s = Self { db, index_dir: home.join("index"), path, indexes: Mutex::new(HashMap::new()), progress: false };
+        let s = Self {
+            db,
+            index_dir: home.join("index"),
+            path,
+            indexes: Mutex::new(HashMap::new()),
+            context: Default::default(),
+            progress: false,
+        };
         s.init_schema()?;
         Ok(s)
     }

@@ -90,9 +90,17 @@ const MIN_COSINE: f32 = 0.3;
 /// paraphrases that share no word.
 const COSINE_WEIGHT: f64 = 0.3;
 
+/// Share of the better neighbour's score a message inherits. A chat line often answers the
+/// line before it ("Yes, last summer!") or is answered by the next, so the words of a
+/// question may sit in one line and the fact in its neighbour; each line's own score still
+/// leads.
+const NEIGHBOUR_WEIGHT: f64 = 0.5;
+
 /// `msgs` ranked by a linear hybrid score: BM25 normalised by the best match, plus
-/// [`COSINE_WEIGHT`] times how far the cosine similarity rises above [`MIN_COSINE`]. A message
-/// matches if it shares a stemmed word with the query or is similar enough by meaning.
+/// [`COSINE_WEIGHT`] times how far the cosine similarity rises above [`MIN_COSINE`], plus
+/// [`NEIGHBOUR_WEIGHT`] times the better of the two neighbours' scores (`msgs` oldest first,
+/// so neighbours are adjacent). A message matches if it or a neighbour shares a stemmed word
+/// with the query or is similar enough by meaning.
 fn rank_hybrid(
     msgs: Vec<Message>,
     query: &str,
@@ -103,14 +111,22 @@ fn rank_hybrid(
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
     let bm = super::rank::bm25(query, &refs);
     let top = bm.iter().copied().fold(0.0, f64::max);
-    let mut scored: Vec<(usize, f64)> = msgs
+    let own: Vec<f64> = msgs
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| {
+        .map(|(i, m)| {
             let cos = vectors.get(&m.id).map_or(0.0, |v| crate::embed::cosine(q, v));
             let meaning = ((cos - MIN_COSINE) / (1.0 - MIN_COSINE)).max(0.0) as f64;
             let words = if top > 0.0 { bm[i] / top } else { 0.0 };
-            (words > 0.0 || meaning > 0.0).then_some((i, words + COSINE_WEIGHT * meaning))
+            words + COSINE_WEIGHT * meaning
+        })
+        .collect();
+    let mut scored: Vec<(usize, f64)> = (0..msgs.len())
+        .filter_map(|i| {
+            let before = if i > 0 { own[i - 1] } else { 0.0 };
+            let after = own.get(i + 1).copied().unwrap_or(0.0);
+            let s = own[i] + NEIGHBOUR_WEIGHT * before.max(after);
+            (s > 0.0).then_some((i, s))
         })
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
@@ -151,6 +167,7 @@ impl MemoryStore {
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
+        self.context.appended(agent, &out);
         Ok(out)
     }
 
@@ -164,7 +181,9 @@ impl MemoryStore {
                 t.insert((agent, m.id), bytes.as_slice()).map_err(|e| self.err(e))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        self.context.updated(agent, msgs);
+        Ok(())
     }
 
     /// Delete messages by id (used by `/pop` and `/retry`).
@@ -178,7 +197,9 @@ impl MemoryStore {
                 v.remove((agent, *id)).map_err(|e| self.err(e))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        self.context.removed(agent, ids);
+        Ok(())
     }
 
     /// Every message of `agent`, oldest first, for which `keep` holds.
@@ -201,9 +222,15 @@ impl MemoryStore {
         self.messages_where(agent, |_| true)
     }
 
-    /// The messages in the FIFO queue (main context), oldest first.
+    /// The messages in the FIFO queue (main context), oldest first. Read from disk once per
+    /// agent, then from the write-through copy in memory.
     pub fn context_messages(&self, agent: u64) -> Result<Vec<Message>> {
-        self.messages_where(agent, |m| m.in_context)
+        if let Some(q) = self.context.queue(agent) {
+            return Ok(q);
+        }
+        let q = self.messages_where(agent, |m| m.in_context)?;
+        self.context.set_queue(agent, q.clone());
+        Ok(q)
     }
 
     /// Messages in recall storage.
@@ -316,13 +343,18 @@ impl MemoryStore {
 
     /// The recursive summary (empty if none yet).
     pub fn summary(&self, agent: u64) -> Result<Summary> {
+        if let Some(s) = self.context.summary(agent) {
+            return Ok(s);
+        }
         let tx = self.db().begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
         let v = t.get(agent).map_err(|e| self.err(e))?;
-        match v {
-            Some(v) => serde_json::from_slice(v.value()).map_err(|e| self.err(e)),
-            None => Ok(Summary::default()),
-        }
+        let s = match v {
+            Some(v) => serde_json::from_slice(v.value()).map_err(|e| self.err(e))?,
+            None => Summary::default(),
+        };
+        self.context.set_summary(agent, &s);
+        Ok(s)
     }
 
     /// Write the summary exactly as given (imports).
@@ -333,13 +365,15 @@ impl MemoryStore {
             let bytes = serde_json::to_vec(summary).map_err(|e| self.err(e))?;
             s.insert(agent, bytes.as_slice()).map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        self.context.set_summary(agent, summary);
+        Ok(())
     }
 
     /// Replace the summary and mark `evicted` out of context, atomically (a flush).
     pub fn flush_queue(&self, agent: u64, summary: &Summary, evicted: &[Message]) -> Result<()> {
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
-        {
+        let sum = {
             let mut s = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
             let mut sum = summary.clone();
             sum.updated_at = now_ms();
@@ -352,7 +386,11 @@ impl MemoryStore {
                 let bytes = serde_json::to_vec(&m).map_err(|e| self.err(e))?;
                 t.insert((agent, m.id), bytes.as_slice()).map_err(|e| self.err(e))?;
             }
-        }
-        tx.commit().map_err(|e| self.err(e))
+            sum
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        self.context.removed(agent, &evicted.iter().map(|m| m.id).collect::<Vec<_>>());
+        self.context.set_summary(agent, &sum);
+        Ok(())
     }
 }

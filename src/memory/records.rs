@@ -31,6 +31,14 @@ pub struct AgentConfig {
     /// Archival searches allowed per turn.
     #[serde(default = "default_searches")]
     pub max_searches: usize,
+    /// Tool rule: the first step after a user message calls a memory function (save or
+    /// search), not `send_message`.
+    #[serde(default = "default_memory_first")]
+    pub memory_first: bool,
+}
+
+fn default_memory_first() -> bool {
+    true
 }
 
 fn default_searches() -> usize {
@@ -60,6 +68,7 @@ impl Default for AgentConfig {
             max_steps: default_steps(),
             search_first: false,
             max_searches: default_searches(),
+            memory_first: default_memory_first(),
         }
     }
 }

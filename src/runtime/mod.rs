@@ -12,6 +12,7 @@ mod gguf;
 mod kv_cache;
 pub mod linear;
 mod model;
+mod prompt_encoder;
 mod sampler;
 mod session;
 mod template;
@@ -20,6 +21,7 @@ mod tokenizer;
 pub use gguf::{Gguf, SUPPORTED_ARCHS};
 pub use kv_cache::KvCache;
 pub use model::{Arch, Config, Transformer};
+pub use prompt_encoder::PromptEncoder;
 pub use sampler::{argmax, Sampler, SamplerConfig, TokenMask};
 pub use session::{EvalStats, Generation, Session, PREFILL_BATCH};
 pub use template::{ChatMessage, ChatTemplate, CHATML};
@@ -83,6 +85,11 @@ impl ChatModel {
     /// Whether `id` ends a generation.
     pub fn is_stop(&self, id: u32) -> bool {
         self.stop_tokens.contains(&id)
+    }
+
+    /// The chat template's text for `messages` (see [`PromptEncoder`] to encode it step by step).
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.template.render(messages, add_generation_prompt)
     }
 
     /// Render messages with the chat template and tokenize (special tokens parsed, BOS if asked).

@@ -2,7 +2,7 @@
 //! accounting, scripted calls instead of decoding).
 
 use crate::util;
-use pagemind::agent::{Agent, Observer, StepModel};
+use pagemind::agent::{Agent, Observer, StepModel, Summarized};
 use pagemind::grammar::{StepFormat, StepStats, ToolCall};
 use pagemind::memory::{MemoryStore, MessageRole};
 use pagemind::Result;
@@ -32,14 +32,14 @@ impl StepModel for Script {
     fn step_only(
         &mut self,
         prompt: &[u32],
-        only: &str,
+        only: &[&str],
         t: &mut dyn FnMut(u32),
     ) -> Result<(ToolCall, String, StepStats)> {
-        if only == "send_message" && self.calls.front().is_some_and(|c| c.function != only) {
+        if only == ["send_message"] && self.calls.front().is_some_and(|c| c.function != only[0]) {
             self.calls.push_front(say("(forced)"));
         }
         let r = self.step(prompt, t);
-        *self.restricted.last_mut().unwrap() = Some(only.to_string());
+        *self.restricted.last_mut().unwrap() = Some(only.join(","));
         r
     }
     fn step(&mut self, prompt: &[u32], _: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)> {
@@ -49,9 +49,9 @@ impl StepModel for Script {
         let text = StepFormat::Json.render(&c);
         Ok((c, text, StepStats::default()))
     }
-    fn summarize(&mut self, _: &[u32], _: usize) -> Result<String> {
+    fn summarize(&mut self, _: &[u32], _: usize) -> Result<Summarized> {
         self.summaries += 1;
-        Ok(format!("summary number {}", self.summaries))
+        Ok(Summarized { text: format!("summary number {}", self.summaries), ..Default::default() })
     }
 }
 
@@ -67,6 +67,13 @@ fn setup() -> (tempfile::TempDir, MemoryStore) {
     let s = MemoryStore::open(d.path()).unwrap();
     s.create_agent("bot", util::SMOLLM, util::MINILM, "I am Bot.", "Name: Ana").unwrap();
     (d, s)
+}
+
+/// Change the agent's configuration in the store.
+fn configure(s: &MemoryStore, f: impl FnOnce(&mut pagemind::memory::AgentConfig)) {
+    let mut rec = s.agent("bot").unwrap();
+    f(&mut rec.config);
+    s.update_agent(&rec).unwrap();
 }
 
 fn decoded(prompt: &[u32]) -> String {
@@ -98,9 +105,7 @@ fn heartbeats_chain_steps_and_send_message_yields() {
 #[test]
 fn the_step_limit_ends_a_turn_and_is_reported() {
     let (_d, s) = setup();
-    let mut rec = s.agent("bot").unwrap();
-    rec.config.max_steps = 3;
-    s.update_agent(&rec).unwrap();
+    configure(&s, |c| c.max_steps = 3);
     let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
     for _ in 0..10 {
@@ -153,6 +158,8 @@ fn pressure_alert_once_per_crossing_then_flush_with_summary() {
             .turn(&mut sc, &format!("message {i}: tell me something about the number {i} please"), &mut Collect(vec![]))
             .unwrap();
         flushes += r.flushes;
+        // A turn that flushed says what the flushes cost.
+        assert_eq!(r.flush_seconds > 0.0, r.flushes > 0, "{r:?}");
         seen_alerts.push(alerts(&s, id));
         let tokens = a.prompt_tokens().unwrap().len();
         assert!(tokens <= window, "prompt {tokens} > window {window}");
@@ -228,9 +235,8 @@ fn export_import_round_trips() {
 #[test]
 fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     let (_d, s) = setup();
-    let mut rec = s.agent("bot").unwrap();
-    rec.config.search_first = true;
-    s.update_agent(&rec).unwrap();
+    configure(&s, |c| c.search_first = true);
+    let rec = s.agent("bot").unwrap();
     let v = util::minilm().embed(&["The pump pressure limit is 8 bar."]).unwrap().remove(0);
     let p = pagemind::memory::NewPassage {
         text: "The pump pressure limit is 8 bar.".into(),
@@ -258,13 +264,72 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     assert_eq!((r.retrieved[0].source.as_str(), r.retrieved[0].span.as_str()), ("/docs/pump.md", "lines 3-4"));
     // Without documents, the same agent takes free steps.
     let (_d2, s2) = setup();
-    let mut rec2 = s2.agent("bot").unwrap();
-    rec2.config.search_first = true;
-    s2.update_agent(&rec2).unwrap();
+    configure(&s2, |c| c.search_first = true);
     let mut a2 = Agent::open(&s2, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
     let mut sc2 = Script::default();
     a2.turn(&mut sc2, "hi", &mut Collect(vec![])).unwrap();
-    assert_eq!(sc2.restricted, [None]);
+    assert_eq!(sc2.restricted, [Some(MEMORY_RULE.to_string())], "only the memory-first rule");
+}
+
+/// The tools the memory-first rule allows (every built-in function but `send_message`).
+const MEMORY_RULE: &str =
+    "core_memory_append,core_memory_replace,archival_memory_insert,archival_memory_search,conversation_search";
+
+#[test]
+fn a_user_turn_opens_with_a_memory_function_unless_configured_otherwise() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Lives in Porto"})));
+    sc.calls.push_back(say("Porto is lovely."));
+    let r = a.turn(&mut sc, "I moved to Porto.", &mut Collect(vec![])).unwrap();
+    assert_eq!(sc.restricted, [Some(MEMORY_RULE.to_string()), None], "restricted first step, then free");
+    assert_eq!(r.messages, ["Porto is lovely."]);
+    // The greeting at login answers no user message: no rule.
+    let mut sc = Script::default();
+    a.login_and_greet(&mut sc, &mut Collect(vec![])).unwrap();
+    assert_eq!(sc.restricted, [None]);
+    // Switched off, the first step is free.
+    configure(&s, |c| c.memory_first = false);
+    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut sc = Script::default();
+    a.turn(&mut sc, "hi", &mut Collect(vec![])).unwrap();
+    assert_eq!(sc.restricted, [None]);
+}
+
+#[test]
+fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
+    let (_d, s) = setup();
+    let rec = s.agent("bot").unwrap();
+    // UUID-like text: ~1 token per 1-2 characters, so 2,900 characters are most of the window.
+    let text: String = (0..80).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c97 ")).collect::<String>();
+    let text: String = text.chars().take(2900).collect();
+    let v = util::minilm().embed(&[text.as_str()]).unwrap().remove(0);
+    let p = pagemind::memory::NewPassage {
+        text: text.clone(),
+        source: "kv".into(),
+        span: String::new(),
+        metadata: json!({}),
+        vector: v,
+    };
+    s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    let window = 1280;
+    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(window)).unwrap();
+    let mut sc = Script::default();
+    for _ in 0..3 {
+        sc.calls.push_back(call("archival_memory_search", json!({"query": "ab10-41d0", "page": 1})));
+    }
+    sc.calls.push_back(say("done"));
+    let r = a.turn(&mut sc, "look it up", &mut Collect(vec![])).unwrap();
+    assert_eq!(r.messages, ["done"]);
+    for st in &r.steps[..3] {
+        assert!(st.result.ends_with("[truncated]"), "{}", st.result);
+        let n = util::smollm().tokenizer.encode(&st.result, false).unwrap().len();
+        assert!(n < window / 2, "a result of {n} tokens");
+    }
+    // Every prompt fit, with room for a step, flushing as needed.
+    assert!(sc.prompts.iter().all(|p| p.len() + 64 < window));
+    assert!(r.flushes >= 1);
 }
 
 #[test]

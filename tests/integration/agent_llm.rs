@@ -5,6 +5,7 @@ use crate::util::*;
 use pagemind::agent::{instructions, user_message, working_context, LlmSteps, MainContext, StepModel};
 use pagemind::grammar::StepFormat;
 use pagemind::memory::{Block, MemoryStore, Summary};
+use pagemind::runtime::ChatMessage;
 use pagemind::tools::builtin_tools;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -208,4 +209,23 @@ fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
         .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(sent.iter().any(|m| m.trim() == shown.trim()), "shown {shown:?} not stored: {sent:?}");
+}
+
+#[test]
+fn the_summary_call_reuses_the_main_sessions_system_prefix() {
+    let model = smollm();
+    let tools = builtin_tools(&["persona".into(), "human".into()]);
+    let system =
+        format!("{}\n\n{}", instructions("Sam", &tools, StepFormat::Json, 4, 1280), working_context(&[], 24, 0));
+    let chat = |user: &str| {
+        let msgs = [ChatMessage::new("system", system.clone()), ChatMessage::new("user", user.to_string())];
+        model.chat_prompt(&msgs, true).unwrap().1
+    };
+    let system_tokens = model.chat_prompt(&[ChatMessage::new("system", system.clone())], false).unwrap().1.len();
+    let mut steps = LlmSteps::new(model, &tools, 1280, None).unwrap();
+    steps.step(&chat("{\"type\": \"user_message\", \"message\": \"hi\"}"), &mut |_| {}).unwrap();
+    // A flush's summary prompt opens with the same system message (see `Agent::flush`).
+    let done = steps.summarize(&chat("Summarize the conversation below.\n\nuser: hi"), 4).unwrap();
+    assert!(done.tokens_reused + 8 >= system_tokens, "reused {} of {system_tokens}", done.tokens_reused);
+    assert!(done.tokens_evaluated > 0 && done.tokens_evaluated < 40, "{}", done.tokens_evaluated);
 }

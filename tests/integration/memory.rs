@@ -70,6 +70,43 @@ fn recall_search_ranks_what_was_said_and_pages() {
 }
 
 #[test]
+fn recall_search_with_meaning_also_finds_the_reply_next_to_a_match() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let lines = [
+        "Good morning!",
+        "Have you read Charlotte's Web?",
+        "Yes, last summer. Loved it.",
+        "The weather is nice today.",
+        "I read the news daily.",
+        "What did you cook?",
+    ];
+    let mut vectors = vec![];
+    for l in lines {
+        let m = s.append_message(a.id, Message::new(MessageRole::User, l)).unwrap();
+        // Orthogonal to the query: only words (and neighbours) rank here.
+        vectors.push((m.id, vec![0.0, 1.0, 0.0]));
+    }
+    s.put_message_vectors(a.id, &vectors).unwrap();
+    let q = [1.0, 0.0, 0.0];
+    let p = s
+        .recall_search_filtered(
+            a.id,
+            "read Charlotte's Web",
+            Some(&q),
+            &pagemind::memory::RecallFilter::default(),
+            0,
+            3,
+        )
+        .unwrap();
+    let got: Vec<&str> = p.items.iter().map(|m| m.content.as_str()).collect();
+    // The match, then the reply that shares no word with the query (a neighbour of the match,
+    // newer than the greeting before it, which ties), both above the match of "read" alone.
+    assert_eq!(got, [lines[1], lines[2], lines[0]], "{got:?}");
+    assert_eq!(p.total, 6, "matches and their neighbours");
+}
+
+#[test]
 fn recall_date_search_is_inclusive_in_utc() {
     let (_d, s) = store();
     let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
@@ -225,4 +262,49 @@ fn killed_writer_loses_no_acknowledged_write() {
     let hit = s.archival_search(a.id, &a.embedding_model, &v, 0, 1, None).unwrap();
     assert_eq!(hit.total, n);
     assert_eq!(hit.items[0].passage.id, last);
+}
+
+#[test]
+fn the_queue_kept_in_memory_matches_the_disk_after_every_kind_of_write() {
+    let d = tempfile::tempdir().unwrap();
+    let check = |s: &MemoryStore, id: u64| {
+        let cached = s.context_messages(id).unwrap();
+        let disk: Vec<Message> = s.messages(id).unwrap().into_iter().filter(|m| m.in_context).collect();
+        assert_eq!(cached, disk);
+        cached
+    };
+    let s = MemoryStore::open(d.path()).unwrap();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let ms: Vec<Message> =
+        (0..6).map(|i| s.append_message(a.id, Message::new(MessageRole::User, format!("m{i}"))).unwrap()).collect();
+    assert_eq!(check(&s, a.id).len(), 6);
+    // A message stored out of context (a replayed history) does not join the queue.
+    let mut old = Message::new(MessageRole::User, "replayed");
+    old.in_context = false;
+    s.append_messages(a.id, vec![old]).unwrap();
+    assert_eq!(check(&s, a.id).len(), 6);
+    // A flush evicts and sets the summary; both are seen at once.
+    let sum = pagemind::memory::Summary { text: "two gone".into(), updated_at: 0, messages_covered: 2 };
+    s.flush_queue(a.id, &sum, &ms[..2]).unwrap();
+    assert_eq!(check(&s, a.id)[0].content, "m2");
+    assert_eq!(s.summary(a.id).unwrap().text, "two gone");
+    // Deleted (/pop), rewritten (/rethink), brought back into context.
+    s.delete_messages(a.id, &[ms[5].id]).unwrap();
+    let mut edited = ms[3].clone();
+    edited.content = "m3 edited".into();
+    let mut back = ms[0].clone();
+    back.in_context = true;
+    s.update_messages(a.id, &[edited, back]).unwrap();
+    let q = check(&s, a.id);
+    assert_eq!(q.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["m0", "m2", "m3 edited", "m4"]);
+    // A new process reads the same from disk.
+    drop(s);
+    let s = MemoryStore::open(d.path()).unwrap();
+    assert_eq!(check(&s, a.id), q);
+    assert_eq!(s.summary(a.id).unwrap().text, "two gone");
+    // A deleted agent leaves nothing behind in memory.
+    s.delete_agent("ana").unwrap();
+    let b = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    assert!(check(&s, b.id).is_empty());
+    assert_eq!(s.summary(b.id).unwrap().text, "");
 }

@@ -194,3 +194,40 @@ fn a_synthetic_weight_copy_of_a_real_gguf_loads_and_runs() {
     assert!(max_diff(&s[1], &r[1]) > 1.0, "synthetic logits should not be the real model's");
     assert!(max_diff(&s[0], &s[1]) > 0.0, "a decode step changes the logits");
 }
+
+#[test]
+fn the_prompt_encoder_matches_a_full_encode_and_encodes_only_new_messages() {
+    let models: Vec<&pagemind::runtime::ChatModel> = std::iter::once(util::smollm()).chain(util::qwen()).collect();
+    for m in models {
+        let mut enc = pagemind::runtime::PromptEncoder::new(&m.tokenizer);
+        let mut msgs = vec![ChatMessage::new("system", "You are Sam.\n\nCore memory: Name: Ana.")];
+        let turns = [
+            ("user", "{\"type\": \"user_message\", \"message\": \"Hi! I'm Ana  from Porto 🇵🇹.\"}"),
+            (
+                "assistant",
+                "<tool_call>\n{\"name\": \"send_message\", \"arguments\": {\"message\": \"Olá!\"}}\n</tool_call>",
+            ),
+            ("user", "  leading spaces, \"quotes\", tabs\tand\nnew lines\n"),
+            ("user", "text that names <|im_end|> a control token"),
+        ];
+        for (k, (role, text)) in turns.iter().enumerate() {
+            msgs.push(ChatMessage::new(role, *text));
+            let full = m.chat_prompt(&msgs, true).unwrap();
+            let ids = enc.encode_prompt(&m.tokenizer, &full.0).unwrap();
+            assert_eq!(ids, full.1, "turn {k}");
+            if k > 0 {
+                // Only the new message and the assistant opener were encoded again.
+                assert!(
+                    enc.encoded_pieces <= 3 && enc.encoded_pieces < enc.pieces,
+                    "{} of {}",
+                    enc.encoded_pieces,
+                    enc.pieces
+                );
+            }
+        }
+        // A changed message (a new summary at the head) is encoded again; the rest is not.
+        msgs.insert(1, ChatMessage::new("user", "Summary: Ana lives in Porto."));
+        let full = m.chat_prompt(&msgs, true).unwrap();
+        assert_eq!(enc.encode_prompt(&m.tokenizer, &full.0).unwrap(), full.1);
+    }
+}
