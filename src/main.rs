@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     reuse_large_buffers();
+    quiet_on_closed_pipe();
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
@@ -33,5 +34,15 @@ fn reuse_large_buffers() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+/// `pagemind recall search ... | head`: when the reader goes away, end quietly as other
+/// Unix tools do (the default SIGPIPE action), instead of panicking in `println!`.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

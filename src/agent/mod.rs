@@ -37,8 +37,15 @@ use std::time::Instant;
 /// Characters of a function result shown to the model, at most.
 pub const RESULT_LIMIT: usize = 3000;
 
-/// Tokens kept free for the next step (its call) when deciding to flush.
+/// Tokens kept free for the next step (its call) when deciding to flush, at most.
 pub const STEP_RESERVE: usize = 256;
+
+/// The room kept for one step in a window of `window` tokens: an eighth of it, from 64 up to
+/// [`STEP_RESERVE`] (a 1,024-token window cannot spare 256 beside a ~600-token system
+/// message; a step that outgrows the reserve flushes and is taken again).
+pub fn step_reserve(window: usize) -> usize {
+    (window / 8).clamp(64, STEP_RESERVE)
+}
 
 /// Repetition penalty of agent steps: small models otherwise repeat one sentence until a
 /// string's length bound (the grammar forces the JSON structure, so only free text is affected).
@@ -289,9 +296,10 @@ impl<'a> Agent<'a> {
         };
         a.refresh_working_context()?;
         let system = a.fixed_tokens;
-        if system + STEP_RESERVE > a.window {
+        let reserve = step_reserve(a.window);
+        if system + reserve > a.window {
             return Err(Error::Invalid(format!(
-                "the context window ({} tokens) is smaller than the system prompt and core memory ({system} tokens) plus room for one step ({STEP_RESERVE}): use a larger --context-window",
+                "the context window ({} tokens) is smaller than the system prompt and core memory ({system} tokens) plus room for one step ({reserve}): use a larger --context-window",
                 a.window
             )));
         }
@@ -427,7 +435,7 @@ impl<'a> Agent<'a> {
         let user_turn =
             self.store.context_messages(self.record.id)?.last().is_some_and(|m| m.role == MessageRole::User);
         let memory_first = self.record.config.memory_first && user_turn && max > 1;
-        let mut retried = false;
+        let mut retried = 0;
         let mut answer_forced = false;
         let mut i = 0;
         while i < max {
@@ -465,9 +473,10 @@ impl<'a> Agent<'a> {
             };
             let (call, text, stats) = match r {
                 Ok(x) => x,
-                // The step outgrew the window: flush and take the step again, once.
-                Err(Error::ContextOverflow { .. }) if !retried => {
-                    retried = true;
+                // The step outgrew the window: flush and take the step again (twice at most:
+                // each flush frees more).
+                Err(Error::ContextOverflow { .. }) if retried < 2 => {
+                    retried += 1;
                     let cost = self.flush(steps)?;
                     out.add_flush(&cost);
                     continue;
@@ -556,7 +565,7 @@ impl Agent<'_> {
     fn fit_result(&self, result: &str, call_tokens: usize) -> Result<String> {
         let text = cut_chars(result, self.result_limit);
         let room = self.window.saturating_sub(
-            self.fixed_tokens + pressure::summary_budget(self.window) + STEP_RESERVE + call_tokens + 16,
+            self.fixed_tokens + pressure::summary_budget(self.window) + step_reserve(self.window) + call_tokens + 16,
         ) / 2;
         let tokens = self.model.tokenizer.encode(&text, false)?;
         if tokens.len() <= room {

@@ -1,6 +1,6 @@
 /*! The queue manager: memory-pressure alert and flush with a recursive summary.
 
-Before each step: if the prompt plus room for one step ([`STEP_RESERVE`]) passes the flush
+Before each step: if the prompt plus room for one step ([`step_reserve`]) passes the flush
 threshold (default 100% of the window) the oldest messages are evicted, never splitting a call
 from its result and always keeping the last [`KEEP_LAST`] messages, until about
 `evict_fraction` (default 50%) of the window is freed; the model writes a new summary of the
@@ -10,7 +10,7 @@ warning threshold (default 70%), one system alert is queued, once per crossing: 
 when the prompt falls back under the threshold.
 */
 
-use super::{prompts, Agent, StepModel, TurnResult, STEP_RESERVE};
+use super::{prompts, step_reserve, Agent, StepModel, TurnResult};
 use crate::memory::{Message, MessageRole, Summary};
 use crate::runtime::ChatMessage;
 use crate::{Error, Result};
@@ -19,12 +19,12 @@ use serde_json::json;
 /// Messages a flush never evicts.
 pub const KEEP_LAST: usize = 3;
 
-/// Longest summary, in tokens (an eighth of the window when that is smaller).
+/// Longest summary, in tokens (a tenth of the window when that is smaller).
 pub const SUMMARY_TOKENS: usize = 200;
 
 /// The summary budget for a window of `window` tokens.
 pub fn summary_budget(window: usize) -> usize {
-    SUMMARY_TOKENS.min(window / 8).max(32)
+    SUMMARY_TOKENS.min(window / 10).max(32)
 }
 
 fn line(m: &Message) -> String {
@@ -50,7 +50,7 @@ impl Agent<'_> {
         let warn_at = (c.warning_threshold * self.window as f32) as usize;
         let flush_at = (c.flush_threshold * self.window as f32) as usize;
         let id = self.record.id;
-        if n + STEP_RESERVE > flush_at {
+        if n + step_reserve(self.window) > flush_at {
             out.add_flush(&self.flush(steps)?);
             self.store.set_state(id, "pressure_warned", &json!(false))?;
             return Ok(());
@@ -74,18 +74,36 @@ impl Agent<'_> {
         let id = self.record.id;
         let queue = self.store.context_messages(id)?;
         let target = (self.record.config.evict_fraction * self.window as f32) as usize;
-        // Keep the last KEEP_LAST messages when possible; under a tiny window keep only the newest.
-        let keep = if queue.len() > KEEP_LAST { KEEP_LAST } else { 1 };
-        let evictable = queue.len().saturating_sub(keep);
+        // What must go for the prompt, a new summary and one step to fit at all.
+        let sizes: Vec<usize> = queue
+            .iter()
+            .map(|m| Ok(self.model.tokenizer.encode(&m.content, true)?.len() + 4))
+            .collect::<Result<_>>()?;
+        let old_summary = self.model.tokenizer.encode(&self.store.summary(id)?.text, true)?.len();
+        // At least one message goes (a flush was asked for), and enough for the prompt, the new
+        // summary and one step to fit.
+        let n = self.prompt_tokens()?.len();
+        let must_free = (n + summary_budget(self.window) + step_reserve(self.window))
+            .saturating_sub(self.window + old_summary)
+            .max(1);
+        // Keep the last KEEP_LAST messages when that frees enough, else fewer (down to the
+        // newest message, or the newest call with its result).
         let mut cut = 0;
-        let mut freed = 0;
-        while cut < evictable && freed < target {
-            freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
-            cut += 1;
-            // Never split a call from its result, never start the queue with a result.
-            while cut + 1 < queue.len() && queue[cut].role == MessageRole::Function {
-                freed += self.model.tokenizer.encode(&queue[cut].content, true)?.len() + 4;
+        for keep in [KEEP_LAST, 2, 1] {
+            let evictable = queue.len().saturating_sub(keep);
+            let mut freed = 0;
+            cut = 0;
+            while cut < evictable && freed < target.max(must_free) {
+                freed += sizes[cut];
                 cut += 1;
+                // Never split a call from its result, never start the queue with a result.
+                while cut + 1 < queue.len() && queue[cut].role == MessageRole::Function {
+                    freed += sizes[cut];
+                    cut += 1;
+                }
+            }
+            if freed >= must_free {
+                break;
             }
         }
         if cut == 0 {

@@ -84,6 +84,29 @@ fn recall_line(n: usize, m: &crate::memory::Message) -> String {
 }
 
 impl Agent<'_> {
+    /// Whether core memory can take `added` in place of `removed` and still leave the window
+    /// room for the summary, one step and an eighth of the window of queue: core memory is
+    /// always in the prompt, so its budget follows the window, not only the blocks' character
+    /// limits (a 1,024-token window has ~160 tokens for it).
+    fn core_room(&self, added: &str, removed: &str) -> std::result::Result<(), String> {
+        let count = |s: &str| self.model.tokenizer.encode(s, false).map(|t| t.len()).map_err(err_text);
+        let blocks = self.store.blocks(self.record.id).map_err(err_text)?;
+        let now = count(&super::working_context(&blocks, 0, 0))?;
+        let budget = self.window.saturating_sub(
+            count(&self.instructions)?
+                + super::pressure::summary_budget(self.window)
+                + super::step_reserve(self.window)
+                + self.window / 8,
+        );
+        let after = (now + count(added)? + 2).saturating_sub(count(removed)?);
+        if after > budget && !added.is_empty() {
+            return Err(format!(
+                "Core memory is full for this context window ({after} of {budget} tokens): move older facts to archival memory with archival_memory_insert, or shorten a block with core_memory_replace."
+            ));
+        }
+        Ok(())
+    }
+
     /// Run the handler of `call`.
     pub(super) fn run_tool(&mut self, call: &ToolCall) -> Outcome {
         let a = &call.arguments;
@@ -102,6 +125,15 @@ impl Agent<'_> {
             }
             "core_memory_append" | "core_memory_replace" => {
                 let label = arg(a, "label");
+                let (added, removed) = if call.function == "core_memory_append" {
+                    (arg(a, "content"), "")
+                } else {
+                    (arg(a, "new_content"), arg(a, "old_content"))
+                };
+                if let Err(e) = self.core_room(added, removed) {
+                    let summary = format!("{} {label} -> full", call.function);
+                    return Outcome::new(Err(e), summary);
+                }
                 let r = if call.function == "core_memory_append" {
                     self.store.core_append(id, label, arg(a, "content"))
                 } else {

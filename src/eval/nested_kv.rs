@@ -185,7 +185,8 @@ fn ask_agent(
 ) -> Result<()> {
     let name = format!("kv-l{}-{}", it.level, it.index);
     let a = super::new_agent(o, store, &name, crate::memory::DEFAULT_HUMAN, |c| {
-        c.max_steps = o.max_steps.max(it.level + 4);
+        // Room for the L + 1 look-ups and the answer, whatever --max-steps says.
+        c.max_steps = o.max_steps.max(it.level + 2);
         c.max_searches = it.level + 3;
     })?;
     let texts: Vec<String> = it.pairs.iter().map(|(k, v)| format!("\"{k}\": \"{v}\"")).collect();

@@ -72,13 +72,23 @@ impl MemoryStore {
     /// Open (or create) the store under `home`. A store held by another process is a clear
     /// [`Error::StoreLocked`], never a wait.
     pub fn open(home: &Path) -> Result<Self> {
-        std::fs::create_dir_all(home).map_err(|e| Error::file(home, format!("cannot create the store folder: {e}")))?;
+        // Conversations are private: a new home is created 0700 and the database is 0600.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(home).map_err(|e| Error::file(home, format!("cannot create the store folder: {e}")))?;
         let path = home.join("pagemind.redb");
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::StoreLocked { path }),
             Err(e) => return Err(Error::Store { path, msg: e.to_string() }),
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
         let s = Self {
             db,
             index_dir: home.join("index"),

@@ -27,7 +27,26 @@ impl Gguf {
             _ => Error::file(path, format!("cannot open model file: {e}")),
         })?;
         let len = file.metadata()?.len();
-        let content = Content::read(&mut file).map_err(|e| {
+        // candle's reader divides by the header's alignment and trusts its counts: a malformed
+        // header panics there; that is the file's fault, reported as such.
+        // (The panic hook is silenced meanwhile: the error below is the one report.)
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut file)));
+        std::panic::set_hook(hook);
+        let read = read.map_err(|_| Error::Gguf {
+            path: path.into(),
+            msg: "malformed header (e.g. general.alignment = 0)".into(),
+        })?;
+        if let Some(Value::U32(0) | Value::U64(0)) =
+            read.as_ref().ok().and_then(|c| c.metadata.get("general.alignment"))
+        {
+            return Err(Error::Gguf {
+                path: path.into(),
+                msg: "metadata key 'general.alignment' = 0: expected a power of two".into(),
+            });
+        }
+        let content = read.map_err(|e| {
             let msg = e.to_string();
             match msg.strip_prefix("unknown dtype for tensor ") {
                 Some(t) => {
@@ -45,8 +64,13 @@ impl Gguf {
                     msg: format!("tensor {name}: {n} elements is not a multiple of the block size {block}"),
                 });
             }
-            let bytes = (n / block * info.ggml_dtype.type_size()) as u64;
-            let end = content.tensor_data_offset + info.offset + bytes;
+            let end = (n / block)
+                .checked_mul(info.ggml_dtype.type_size())
+                .and_then(|b| (b as u64).checked_add(content.tensor_data_offset))
+                .and_then(|b| b.checked_add(info.offset));
+            let Some(end) = end else {
+                return Err(Error::Gguf { path: path.into(), msg: format!("tensor {name}: size overflows") });
+            };
             if end > len {
                 return Err(Error::Gguf {
                     path: path.into(),

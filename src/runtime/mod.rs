@@ -88,13 +88,19 @@ impl ChatModel {
     }
 
     /// The chat template's text for `messages` (see [`PromptEncoder`] to encode it step by step).
+    /// Message contents are defused first ([`GgufTokenizer::defuse`]): control tokens in the
+    /// result come only from the template.
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        self.template.render(messages, add_generation_prompt)
+        let safe: Vec<ChatMessage> = messages
+            .iter()
+            .map(|m| ChatMessage::new(&m.role, self.tokenizer.defuse(&m.content).into_owned()))
+            .collect();
+        self.template.render(&safe, add_generation_prompt)
     }
 
     /// Render messages with the chat template and tokenize (special tokens parsed, BOS if asked).
     pub fn chat_prompt(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<(String, Vec<u32>)> {
-        let text = self.template.render(messages, add_generation_prompt)?;
+        let text = self.render_chat(messages, add_generation_prompt)?;
         let ids = self.tokenizer.encode_prompt(&text)?;
         Ok((text, ids))
     }

@@ -56,7 +56,7 @@ impl Config {
         };
         let theta = if g.has(&k("rope.freq_base")) { g.f32(&k("rope.freq_base"))? } else { 10_000.0 };
         let vocab_size = g.strings("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0);
-        Ok(Config {
+        let c = Config {
             arch,
             n_layer: g.u64(&k("block_count"))? as usize,
             n_embd,
@@ -65,10 +65,73 @@ impl Config {
             head_dim,
             rope_theta: theta,
             rms_eps: g.f32(&k("attention.layer_norm_rms_epsilon"))? as f64,
-            context_length: g.u64(&k("context_length"))? as usize,
+            context_length: (g.u64(&k("context_length"))? as usize).min(MAX_POSITIONS),
             vocab_size,
-        })
+        };
+        c.check(g, &a)?;
+        Ok(c)
     }
+
+    /// Reject hyper-parameters no real model has (a corrupt or crafted file) before anything
+    /// is sized from them: each error names the file and the metadata key.
+    fn check(&self, g: &Gguf, a: &str) -> Result<()> {
+        let bad = |key: &str, v: usize, want: &str| {
+            Err(Error::Gguf {
+                path: g.path.clone(),
+                msg: format!(
+                    "metadata key '{a}.{key}' = {v}: {want}; the file is corrupt or not a model pagemind can run"
+                ),
+            })
+        };
+        if !(1..=MAX_LAYERS).contains(&self.n_layer) {
+            return bad("block_count", self.n_layer, &format!("expected 1 to {MAX_LAYERS}"));
+        }
+        if !(1..=MAX_WIDTH).contains(&self.n_embd) {
+            return bad("embedding_length", self.n_embd, &format!("expected 1 to {MAX_WIDTH}"));
+        }
+        if !(1..=MAX_HEADS).contains(&self.n_head) {
+            return bad("attention.head_count", self.n_head, &format!("expected 1 to {MAX_HEADS}"));
+        }
+        if self.n_head_kv == 0 || self.n_head_kv > self.n_head || !self.n_head.is_multiple_of(self.n_head_kv) {
+            return bad(
+                "attention.head_count_kv",
+                self.n_head_kv,
+                &format!("expected a divisor of head_count ({})", self.n_head),
+            );
+        }
+        if self.head_dim < 2 || !self.head_dim.is_multiple_of(2) || self.head_dim > MAX_WIDTH {
+            return bad("rope.dimension_count", self.head_dim, "expected an even head size of at least 2");
+        }
+        if self.context_length == 0 {
+            return bad("context_length", 0, "expected at least 1");
+        }
+        if self.vocab_size == 0 {
+            return Err(Error::Gguf {
+                path: g.path.clone(),
+                msg: "metadata key 'tokenizer.ggml.tokens' is empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Largest values the checks accept (far above any model these architectures have).
+const MAX_LAYERS: usize = 1024;
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_HEADS: usize = 1024;
+/// Positions the RoPE tables hold at most, whatever `context_length` the file claims.
+pub const MAX_POSITIONS: usize = 1 << 17;
+
+/// Check a weight's shape against the hyper-parameters (a mismatch would otherwise reach a
+/// kernel's assertion or index past the vocabulary).
+fn expect_shape(path: &std::path::Path, name: &str, t: &QTensor, want: &[usize]) -> Result<()> {
+    if t.shape().dims() != want {
+        return Err(Error::Gguf {
+            path: path.to_path_buf(),
+            msg: format!("tensor {name}: shape {:?}, expected {want:?} from the metadata", t.shape().dims()),
+        });
+    }
+    Ok(())
 }
 
 struct Layer {
@@ -124,24 +187,57 @@ impl Transformer {
                 .tensor(&mut g.file, name, device)
                 .map_err(|e| Error::Gguf { path: path.clone(), msg: format!("tensor {name}: {e}") })
         };
+        let c = &config;
+        let (d, q_out, kv_out) = (c.n_embd, c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let shape = |name: &str, t: &QTensor, want: &[usize]| expect_shape(&path, name, t, want);
         let embed_q = get("token_embd.weight", device)?;
+        shape("token_embd.weight", &embed_q, &[c.vocab_size, d])?;
         let embed = Embedding::new(&embed_q, device)?;
-        let norm = get("output_norm.weight", device)?.dequantize(device)?;
+        let norm_q = get("output_norm.weight", device)?;
+        shape("output_norm.weight", &norm_q, &[d])?;
+        let norm = norm_q.dequantize(device)?;
         let output = match get("output.weight", device) {
-            Ok(w) => Linear::new(w, device)?,
+            Ok(w) => {
+                shape("output.weight", &w, &[c.vocab_size, d])?;
+                Linear::new(w, device)?
+            }
             Err(_) => Linear::new(embed_q, device)?,
         };
         let qkv_bias = config.arch == Arch::Qwen2;
-        let mut layers = Vec::with_capacity(config.n_layer);
+        let mut layers = Vec::with_capacity(config.n_layer.min(256));
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
             // Matrices are read on the CPU: Linear and LinearGroup move them to the device once,
             // after stacking Q/K/V and gate/up.
-            let mut q = |s: &str| get(&format!("{p}.{s}.weight"), &Device::Cpu);
-            let qkv = LinearGroup::load(vec![q("attn_q")?, q("attn_k")?, q("attn_v")?], device)?;
-            let gate_up = LinearGroup::load(vec![q("ffn_gate")?, q("ffn_up")?], device)?;
-            let (wo, down) = (Linear::new(q("attn_output")?, device)?, Linear::new(q("ffn_down")?, device)?);
-            let mut f = |s: &str| -> Result<Tensor> { Ok(get(&format!("{p}.{s}"), device)?.dequantize(device)?) };
+            let mut q = |s: &str, rows: Option<usize>, cols: usize| -> Result<QTensor> {
+                let name = format!("{p}.{s}.weight");
+                let t = get(&name, &Device::Cpu)?;
+                let rows = rows.unwrap_or(t.shape().dims().first().copied().unwrap_or(0).max(1));
+                shape(&name, &t, &[rows, cols])?;
+                Ok(t)
+            };
+            let qkv = LinearGroup::load(
+                vec![q("attn_q", Some(q_out), d)?, q("attn_k", Some(kv_out), d)?, q("attn_v", Some(kv_out), d)?],
+                device,
+            )?;
+            let gate = q("ffn_gate", None, d)?;
+            let ff = gate.shape().dims()[0];
+            let gate_up = LinearGroup::load(vec![gate, q("ffn_up", Some(ff), d)?], device)?;
+            let (wo, down) = (
+                Linear::new(q("attn_output", Some(d), q_out)?, device)?,
+                Linear::new(q("ffn_down", Some(d), ff)?, device)?,
+            );
+            let mut f = |s: &str| -> Result<Tensor> {
+                let name = format!("{p}.{s}");
+                let t = get(&name, device)?;
+                let want = match s {
+                    "attn_q.bias" => q_out,
+                    "attn_k.bias" | "attn_v.bias" => kv_out,
+                    _ => d,
+                };
+                shape(&name, &t, &[want])?;
+                Ok(t.dequantize(device)?)
+            };
             let qkv_bias = if qkv_bias {
                 Some(Tensor::cat(&[f("attn_q.bias")?, f("attn_k.bias")?, f("attn_v.bias")?], 0)?)
             } else {

@@ -26,11 +26,7 @@ pub struct PromptEncoder {
 
 impl PromptEncoder {
     pub fn new(tk: &GgufTokenizer) -> Self {
-        let markers = (0..tk.vocab_size() as u32)
-            .filter(|&id| tk.is_control(id))
-            .filter_map(|id| tk.token_str(id).map(str::to_string))
-            .filter(|s| !s.is_empty())
-            .collect();
+        let markers = tk.control_strings().to_vec();
         Self { markers, cache: HashMap::new(), encoded_pieces: 0, pieces: 0 }
     }
 

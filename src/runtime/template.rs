@@ -19,6 +19,10 @@ impl ChatMessage {
     }
 }
 
+/// Instructions one rendering may run (a real template over a long conversation uses a few
+/// tens of thousands).
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -37,6 +41,8 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        // A template comes from the model file: bound its work, so a crafted one cannot hang.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned("chat", source.to_string()).map_err(|e| Error::Template(e.to_string()))?;
         Ok(Self { env, bos: bos.into(), eos: eos.into() })
     }
@@ -59,6 +65,20 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_template_that_never_ends_is_stopped() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        let e = t.render(&[ChatMessage::new("user", "hi")], true).unwrap_err();
+        assert!(e.to_string().contains("fuel"), "{e}");
+        assert!(t0.elapsed().as_secs() < 20);
+    }
+
     use super::*;
 
     #[test]

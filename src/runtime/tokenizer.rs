@@ -47,6 +47,8 @@ pub struct GgufTokenizer {
     tokens: Vec<String>,
     token_types: Vec<i64>,
     byte_of: HashMap<char, u8>,
+    /// The text of every control token, longest first.
+    controls: Vec<String>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub add_bos: bool,
@@ -116,7 +118,15 @@ impl GgufTokenizer {
             }
         };
         let byte_of = byte_level_alphabet().into_iter().map(|(b, c)| (c, b)).collect();
+        let mut controls: Vec<String> = tokens
+            .iter()
+            .zip(&token_types)
+            .filter(|(s, t)| **t == TOKEN_CONTROL && !s.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        controls.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         Ok(Self {
+            controls,
             special: tk,
             plain,
             bos_id: id("tokenizer.ggml.bos_token_id")?,
@@ -150,6 +160,29 @@ impl GgufTokenizer {
     /// Text of `ids`; control tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.special.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The text of every control token (`<|im_start|>`, `<|im_end|>`, ...), longest first.
+    pub fn control_strings(&self) -> &[String] {
+        &self.controls
+    }
+
+    /// `text` with every control-token string broken by a zero-width space after its first
+    /// character, so that content put into a chat template (a message, a document, a function
+    /// result, core memory) can never become a control token: only the template's own
+    /// scaffolding does. Text without one is returned as is.
+    pub fn defuse<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        if !self.controls.iter().any(|c| text.contains(c.as_str())) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = text.to_string();
+        for c in &self.controls {
+            if out.contains(c.as_str()) {
+                let first = c.chars().next().expect("non-empty").len_utf8();
+                out = out.replace(c.as_str(), &format!("{}\u{200B}{}", &c[..first], &c[first..]));
+            }
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// Vocabulary size.

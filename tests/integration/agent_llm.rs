@@ -142,13 +142,12 @@ fn chat_creates_the_agent_and_remembers_across_sessions() {
     );
 }
 
-/// A window of 1,280 tokens: SmolLM2's system prompt and core memory take ~630 of them and a
-/// summary up to ~150, so every turn pages. (At 1,024 the summary and a step's reserve leave no
-/// room for the queue and every step flushes.)
+/// A window of 1,024 tokens: SmolLM2's system prompt and core memory take ~670 of them, a
+/// summary up to ~100 and a step's reserve 128, so every turn pages.
 fn tiny_window_run(n: usize) {
     let home = home_with_models();
     let msgs: Vec<String> = (1..=n).map(|i| format!("Note {i}: today's code word is word{i}.")).collect();
-    let (_, err) = chat(home.path(), "tiny", Some("1280"), &(msgs.join("\n") + "\n/exit\n"));
+    let (_, err) = chat(home.path(), "tiny", Some("1024"), &(msgs.join("\n") + "\n/exit\n"));
     assert!(!err.contains("error"), "{err}");
     let s = MemoryStore::open(home.path()).unwrap();
     let a = s.agent("tiny").unwrap();

@@ -140,3 +140,83 @@ fn device_not_compiled_in() {
         .arg("hi"));
     assert_clean_error(&out, "not compiled in");
 }
+
+/// A copy of the small model with the integer metadata value of `key` set to `value`.
+fn edited_gguf(dir: &Path, key: &str, value: u64) -> std::path::PathBuf {
+    let mut b = std::fs::read(util::model_path(util::SMOLLM)).unwrap();
+    let mut pat = (key.len() as u64).to_le_bytes().to_vec();
+    pat.extend(key.as_bytes());
+    let at = b.windows(pat.len()).position(|w| w == pat).unwrap_or_else(|| panic!("no key {key}")) + pat.len();
+    let ty = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let width = match ty {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        4 | 5 => 4,
+        10 | 11 => 8,
+        other => panic!("{key} has type {other}, not an integer"),
+    };
+    b[at + 4..at + 4 + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    let p = dir.join(format!("{key}.gguf"));
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+#[test]
+fn crafted_hyper_parameters_are_clear_errors_not_crashes() {
+    let d = tmp();
+    for (key, value) in [
+        ("llama.attention.head_count_kv", 0),
+        ("llama.attention.head_count", 0),
+        ("llama.block_count", 4_000_000_000),
+        ("llama.embedding_length", 0),
+    ] {
+        let p = edited_gguf(d.path(), key, value);
+        let err = assert_clean_error(&generate_with(&p), &format!("'{key}'"));
+        assert!(err.contains(&p.display().to_string()), "names the file: {err}");
+    }
+    // A width that disagrees with the weights names the tensor.
+    assert_clean_error(&generate_with(&edited_gguf(d.path(), "llama.embedding_length", 512)), "token_embd.weight");
+    // A huge context length is not used to size anything: the model still runs.
+    let p = edited_gguf(d.path(), "llama.context_length", u32::MAX as u64);
+    util::ok(pagemind(None).args(["generate", "--max-tokens", "2", "--model"]).arg(&p).arg("hi"));
+}
+
+#[test]
+fn a_zero_alignment_is_a_clear_error() {
+    let d = tmp();
+    let p = d.path().join("align.gguf");
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(2u64.to_le_bytes());
+    gguf_string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    gguf_string(&mut b, "llama");
+    gguf_string(&mut b, "general.alignment");
+    b.extend(4u32.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(vec![0u8; 64]);
+    std::fs::write(&p, b).unwrap();
+    assert_clean_error(&generate_with(&p), "general.alignment");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::Read;
+    // `pagemind tokenize ... | head -c 1`: the reader leaves after one byte of a long output
+    // (far more than a pipe buffers).
+    let text = "word ".repeat(20_000);
+    let mut child = pagemind(None)
+        .args(["tokenize", "--model", util::SMOLLM, &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut one = [0u8; 1];
+    child.stdout.as_mut().unwrap().read_exact(&mut one).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}

@@ -11,10 +11,17 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval").join(name)
 }
 
-/// Run `pagemind eval TASK ARGS --out OUT` on the default models; returns the JSONL records.
+/// Run `pagemind eval TASK ARGS --out OUT` on the default models, three steps a turn at most
+/// (the small model searches until the limit); returns the JSONL records.
 fn eval(home: &Path, out: &Path, task: &str, args: &[&str]) -> Vec<Value> {
     let stdout = util::ok(
-        pagemind(Some(home)).arg("eval").arg(task).args(["--model", util::SMOLLM]).args(args).arg("--out").arg(out),
+        pagemind(Some(home))
+            .arg("eval")
+            .arg(task)
+            .args(["--model", util::SMOLLM, "--max-steps", "3"])
+            .args(args)
+            .arg("--out")
+            .arg(out),
     );
     assert!(stdout.contains(&format!("### {task}")), "the Markdown summary is printed: {stdout}");
     records(out, task)

@@ -308,3 +308,15 @@ fn the_queue_kept_in_memory_matches_the_disk_after_every_kind_of_write() {
     assert!(check(&s, b.id).is_empty());
     assert_eq!(s.summary(b.id).unwrap().text, "");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_new_store_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("new-home");
+    let s = MemoryStore::open(&home).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(s.path()), 0o600);
+}
