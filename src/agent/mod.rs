@@ -429,12 +429,19 @@ impl<'a> Agent<'a> {
             .find(|m| m.role == MessageRole::User)
             .map_or(u64::MAX, |m| m.id);
         let max = self.record.config.max_steps.max(1);
-        // Tool rule: a turn that answers a user message opens with a memory operation (save
-        // what was said, or search before answering), unless the agent is configured otherwise.
-        let memory_rule: Vec<&str> = self.tools.iter().map(|t| t.name).filter(|n| *n != SEND_MESSAGE).collect();
+        // Tool rule: a turn that answers a user message opens with a search of memory (recall or
+        // archival), unless the agent is configured otherwise. Searches only: a forced write
+        // made a small model save invented facts ("Pizza is my favourite food") when it had
+        // nothing to save.
+        let memory_rule: Vec<&str> = self
+            .tools
+            .iter()
+            .map(|t| t.name)
+            .filter(|n| ["conversation_search", "archival_memory_search"].contains(n))
+            .collect();
         let user_turn =
             self.store.context_messages(self.record.id)?.last().is_some_and(|m| m.role == MessageRole::User);
-        let memory_first = self.record.config.memory_first && user_turn && max > 1;
+        let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;
         let mut i = 0;

@@ -32,7 +32,7 @@ pub struct ChatArgs {
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Tool rule (saved with the agent): a turn that answers a user message opens with a
-    /// memory function, saving or searching, before any reply (default true).
+    /// search of memory (recall or archival) before any reply (default true).
     #[arg(long, action = clap::ArgAction::Set)]
     pub memory_first: Option<bool>,
     #[command(flatten)]

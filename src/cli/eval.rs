@@ -71,7 +71,7 @@ pub struct EvalArgs {
     /// Steps per agent turn, at most.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
-    /// The agent's tool rule: a user turn opens with a memory function (false: any function).
+    /// The agent's tool rule: a user turn opens with a memory search (false: any function).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub memory_first: bool,
     /// Print the summary as JSON instead of the Markdown table.

@@ -31,8 +31,8 @@ pub struct AgentConfig {
     /// Archival searches allowed per turn.
     #[serde(default = "default_searches")]
     pub max_searches: usize,
-    /// Tool rule: the first step after a user message calls a memory function (save or
-    /// search), not `send_message`.
+    /// Tool rule: the first step after a user message searches memory (`conversation_search`
+    /// or `archival_memory_search`) before anything else.
     #[serde(default = "default_memory_first")]
     pub memory_first: bool,
 }

@@ -271,19 +271,19 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     assert_eq!(sc2.restricted, [Some(MEMORY_RULE.to_string())], "only the memory-first rule");
 }
 
-/// The tools the memory-first rule allows (every built-in function but `send_message`).
-const MEMORY_RULE: &str =
-    "core_memory_append,core_memory_replace,archival_memory_insert,archival_memory_search,conversation_search";
+/// The tools the memory-first rule allows (the two searches, in the tool list's order).
+const MEMORY_RULE: &str = "archival_memory_search,conversation_search";
 
 #[test]
-fn a_user_turn_opens_with_a_memory_function_unless_configured_otherwise() {
+fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
     let (_d, s) = setup();
     let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
     let mut sc = Script::default();
+    sc.calls.push_back(call("conversation_search", json!({"query": "Porto", "page": 1})));
     sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Lives in Porto"})));
     sc.calls.push_back(say("Porto is lovely."));
     let r = a.turn(&mut sc, "I moved to Porto.", &mut Collect(vec![])).unwrap();
-    assert_eq!(sc.restricted, [Some(MEMORY_RULE.to_string()), None], "restricted first step, then free");
+    assert_eq!(sc.restricted, [Some(MEMORY_RULE.to_string()), None, None], "restricted first step, then free");
     assert_eq!(r.messages, ["Porto is lovely."]);
     // The greeting at login answers no user message: no rule.
     let mut sc = Script::default();
