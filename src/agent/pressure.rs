@@ -86,10 +86,11 @@ impl Agent<'_> {
         let must_free = (n + summary_budget(self.window) + step_reserve(self.window))
             .saturating_sub(self.window + old_summary)
             .max(1);
-        // Keep the last KEEP_LAST messages when that frees enough, else fewer (down to the
-        // newest message, or the newest call with its result).
+        // Keep the last KEEP_LAST messages when that frees enough, else fewer: down to the
+        // newest message (or call with its result), and as a last resort none (a tiny window
+        // whose one message does not fit: the summary, written from it, carries it on).
         let mut cut = 0;
-        for keep in [KEEP_LAST, 2, 1] {
+        for keep in [KEEP_LAST, 2, 1, 0] {
             let evictable = queue.len().saturating_sub(keep);
             let mut freed = 0;
             cut = 0;
@@ -97,7 +98,10 @@ impl Agent<'_> {
                 freed += sizes[cut];
                 cut += 1;
                 // Never split a call from its result, never start the queue with a result.
-                while cut + 1 < queue.len() && queue[cut].role == MessageRole::Function {
+                while cut < queue.len()
+                    && (cut + 1 < queue.len() || keep == 0)
+                    && queue[cut].role == MessageRole::Function
+                {
                     freed += sizes[cut];
                     cut += 1;
                 }

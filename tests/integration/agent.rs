@@ -397,3 +397,18 @@ fn an_empty_message_is_refused_and_retried() {
     assert_eq!(r.steps[0].status, "Failed");
     assert_eq!(r.messages, ["Hi!"]);
 }
+
+#[test]
+fn a_lone_message_too_big_for_a_tiny_window_goes_into_the_summary() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(1024)).unwrap();
+    let mut sc = Script::default();
+    // ~400 tokens: with SmolLM2's ~680-token system message no queue can hold it.
+    let long = "Here is a very long note about my garden, my tomatoes and my bees. ".repeat(25);
+    let r = a.turn(&mut sc, &long, &mut Collect(vec![])).unwrap();
+    assert!(r.flushes >= 1, "{r:?}");
+    assert_eq!(r.messages, ["ok"]);
+    let id = a.record.id;
+    assert_eq!(s.summary(id).unwrap().messages_covered, 1, "the message went into the summary");
+    assert!(s.messages(id).unwrap().iter().any(|m| m.content.contains("tomatoes")), "and stays in recall");
+}

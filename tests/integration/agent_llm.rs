@@ -161,7 +161,7 @@ fn tiny_window_run(n: usize) {
 
 #[test]
 fn a_tiny_context_window_flushes_into_summaries_and_keeps_every_message() {
-    tiny_window_run(10);
+    tiny_window_run(6);
 }
 
 /// The full-length run (40 messages, ~12 minutes on 2 cores): `cargo test -- --ignored`.
