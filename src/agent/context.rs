@@ -49,6 +49,12 @@ pub fn working_context(blocks: &[Block], recall: usize, archival: usize) -> Stri
     s
 }
 
+/// The system message: instructions, then the working context (one owner of this layout: the
+/// step prompt, its token count and the summarizer's prompt must share it for KV reuse).
+pub fn system_message(instructions: &str, working: &str) -> String {
+    format!("{instructions}\n\n{working}")
+}
+
 /// All the parts of main context, ready to render.
 pub struct MainContext<'a> {
     pub instructions: &'a str,
@@ -74,7 +80,7 @@ pub struct ContextReport {
 impl MainContext<'_> {
     /// The chat messages, in order.
     pub fn messages(&self) -> Vec<ChatMessage> {
-        let mut v = vec![ChatMessage::new("system", format!("{}\n\n{}", self.instructions, self.working))];
+        let mut v = vec![ChatMessage::new("system", system_message(self.instructions, self.working))];
         if !self.summary.text.is_empty() {
             v.push(ChatMessage::new(
                 "user",

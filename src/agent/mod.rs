@@ -313,7 +313,7 @@ impl<'a> Agent<'a> {
         self.working = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
         self.working_blocks = blocks;
         self.fixed_tokens =
-            self.model.tokenizer.encode(&format!("{}\n\n{}", self.instructions, self.working), true)?.len();
+            self.model.tokenizer.encode(&context::system_message(&self.instructions, &self.working), true)?.len();
         Ok(())
     }
 
@@ -420,14 +420,10 @@ impl<'a> Agent<'a> {
         let mut out = TurnResult::default();
         self.retrieved.clear();
         self.searches = 0;
+        let queue = self.store.context_messages(self.record.id)?;
         // Recall search looks at what was said before this turn, not at the turn itself.
-        self.turn_floor = self
-            .store
-            .context_messages(self.record.id)?
-            .iter()
-            .rev()
-            .find(|m| m.role == MessageRole::User)
-            .map_or(u64::MAX, |m| m.id);
+        self.turn_floor = queue.iter().rev().find(|m| m.role == MessageRole::User).map_or(u64::MAX, |m| m.id);
+        let user_turn = queue.last().is_some_and(|m| m.role == MessageRole::User);
         let max = self.record.config.max_steps.max(1);
         // Tool rule: a turn that answers a user message opens with a search of memory (recall or
         // archival), unless the agent is configured otherwise. Searches only: a forced write
@@ -439,8 +435,6 @@ impl<'a> Agent<'a> {
             .map(|t| t.name)
             .filter(|n| ["conversation_search", "archival_memory_search"].contains(n))
             .collect();
-        let user_turn =
-            self.store.context_messages(self.record.id)?.last().is_some_and(|m| m.role == MessageRole::User);
         let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;

@@ -131,7 +131,7 @@ impl Agent<'_> {
         // Keep the summarizer's prompt inside the window: drop the oldest lines if needed.
         let budget = summary_budget(self.window);
         let mut prompt;
-        let system = format!("{}\n\n{}", self.instructions, self.working);
+        let system = super::context::system_message(&self.instructions, &self.working);
         loop {
             let msgs = [
                 ChatMessage::new("system", system.clone()),
