@@ -16,6 +16,7 @@ Decoding goes through a [`StepModel`], so the loop is tested against a scripted 
 mod context;
 mod events;
 mod export;
+mod kv_state;
 mod pressure;
 mod prompts;
 mod tools;
@@ -23,6 +24,7 @@ mod tools;
 pub use context::{instructions, working_context, ContextReport, MainContext};
 pub use events::{to_chat, user_message, user_message_at, user_text};
 pub use export::{export_agent, import_agent, AgentExport, EXPORT_FORMAT};
+pub use kv_state::KvState;
 pub use pressure::FlushCost;
 
 use crate::embed::Embedder;
@@ -33,6 +35,9 @@ use crate::tools::{builtin_tools, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
+
+/// Agent state key of the working context's text and the blocks it shows.
+const WORKING_STATE: &str = "working_context";
 
 /// Characters of a function result shown to the model, at most.
 pub const RESULT_LIMIT: usize = 3000;
@@ -294,7 +299,7 @@ impl<'a> Agent<'a> {
             searches: 0,
             turn_floor: u64::MAX,
         };
-        a.refresh_working_context()?;
+        a.load_working_context()?;
         let system = a.fixed_tokens;
         let reserve = step_reserve(a.window);
         if system + reserve > a.window {
@@ -307,13 +312,34 @@ impl<'a> Agent<'a> {
     }
 
     /// Re-read core memory and stats into the working context (changes the prompt prefix).
+    /// The text is saved with the agent, so the next process shows the same one.
     pub fn refresh_working_context(&mut self) -> Result<()> {
         let id = self.record.id;
         let blocks = self.store.blocks(id)?;
-        self.working = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
-        self.working_blocks = blocks;
+        let text = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
+        self.store.set_state(id, WORKING_STATE, &serde_json::json!({"blocks": blocks, "text": text}))?;
+        self.set_working(blocks, text)
+    }
+
+    /// The working context as the last process left it when core memory has not changed since
+    /// (its stats are as of that refresh, as within a process): a new process then renders the
+    /// same prompt prefix, and the saved KV state covers all of it. Otherwise a refresh.
+    fn load_working_context(&mut self) -> Result<()> {
+        let blocks = self.store.blocks(self.record.id)?;
+        if let Some(saved) = self.store.get_state(self.record.id, WORKING_STATE)? {
+            let same = serde_json::to_value(&blocks).is_ok_and(|b| saved["blocks"] == b);
+            if let (true, Some(text)) = (same, saved["text"].as_str()) {
+                return self.set_working(blocks, text.to_string());
+            }
+        }
+        self.refresh_working_context()
+    }
+
+    fn set_working(&mut self, blocks: Vec<crate::memory::Block>, text: String) -> Result<()> {
         self.fixed_tokens =
-            self.model.tokenizer.encode(&context::system_message(&self.instructions, &self.working), true)?.len();
+            self.model.tokenizer.encode(&context::system_message(&self.instructions, &text), true)?.len();
+        self.working = text;
+        self.working_blocks = blocks;
         Ok(())
     }
 

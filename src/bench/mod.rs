@@ -3,10 +3,14 @@
 - [`decode`]: `llama_cpp_speed.py`'s protocol: a synthetic prompt of P ids
   (`id_i = (i*37) % 49000 + 100`, i = 1..P) prefilled once untimed, then timed after a reset;
   then G single tokens (`100 + j`) evaluated one by one, timed.
+- [`paging`]: `pagemind bench paging`, the cost of paging turn by turn on the agent loop
+  (plotted by [`plot`]).
 - [`embed_passages`]: `st_embed_speed.py`'s 512 passages of 120 words, drawn exactly as Python's
   `random.seed(0); random.choice(WORDS)` draws them ([`PyRandom`]), embedded in batches of 32.
 */
 
+pub mod paging;
+pub mod plot;
 mod pyrandom;
 
 pub use pyrandom::PyRandom;

@@ -46,6 +46,32 @@ pub enum BenchCmd {
         #[command(flatten)]
         r: RefArgs,
     },
+    /// The cost of paging turn by turn: the agent loop with a scripted call mix, for each KV
+    /// policy and the fixed-context baseline (JSON lines per turn, then one per policy).
+    Paging {
+        /// Model id or .gguf path (default: the default chat model).
+        #[arg(long, conflicts_with = "synthetic")]
+        model: Option<String>,
+        /// A GGUF with random weights of a real model's shapes (benches/gguf_synth.py).
+        #[arg(long)]
+        synthetic: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        turns: usize,
+        #[arg(long, default_value_t = pagemind::agent::DEFAULT_WINDOW)]
+        context_window: usize,
+        /// Policies to run, comma-separated: prefix, persist, none, fixed.
+        #[arg(long, value_delimiter = ',', default_value = "prefix,persist,none,fixed")]
+        policy: Vec<String>,
+        /// Run without the embedding model (archival calls then fail, cheaply).
+        #[arg(long)]
+        no_embedder: bool,
+        /// Write an SVG chart of seconds and tokens evaluated per turn, one line per policy.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// JSON output (always on; accepted for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedding throughput (protocol of shared/bench/st_embed_speed.py).
     Embed {
         #[arg(long)]
@@ -173,6 +199,17 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
                 println!("{v}");
             }
         }
+        BenchCmd::Paging { model, synthetic, turns, context_window, policy, no_embedder, plot, json: _ } => {
+            paging(
+                g,
+                model.or(synthetic.map(|p| p.display().to_string())),
+                turns,
+                context_window,
+                &policy,
+                no_embedder,
+                plot,
+            )?;
+        }
         BenchCmd::Embed { model, r } => {
             let e = super::embed::load_embedder(g, model.as_deref())?;
             let passages = bench::embed_passages(512, 120);
@@ -209,6 +246,60 @@ pub fn run(g: &Global, cmd: BenchCmd) -> Result<()> {
                 println!("{v}");
             }
         }
+    }
+    Ok(())
+}
+
+fn paging(
+    g: &Global,
+    model: Option<String>,
+    turns: usize,
+    window: usize,
+    policies: &[String],
+    no_embedder: bool,
+    plot: Option<PathBuf>,
+) -> Result<()> {
+    use pagemind::bench::paging::{summary, PagingRun, Policy};
+    use pagemind::bench::plot::{svg, Series};
+    let policies = policies.iter().map(|p| Policy::parse(p)).collect::<pagemind::Result<Vec<_>>>()?;
+    let m = load_chat(g, model.as_deref())?;
+    let store = g.store();
+    let emb_id = store.catalog().default_embedding.clone();
+    let embedder = match store.catalog().get(&emb_id) {
+        Some(spec) if !no_embedder && store.is_installed(spec) => Some(super::embed::load_embedder(g, Some(&emb_id))?),
+        _ => None,
+    };
+    if embedder.is_none() {
+        eprintln!("bench paging: no embedding model, archival calls fail (cheaply)");
+    }
+    let run = PagingRun { model: &m, embedder: embedder.as_ref(), turns, window };
+    let mut runs = vec![];
+    for p in policies {
+        let costs = run.run(p, |c| println!("{}", serde_json::to_string(c).unwrap_or_default()))?;
+        let mut s = summary(&costs);
+        s["model"] = json!(m.path.file_name().map(|f| f.to_string_lossy().to_string()));
+        s["device"] = json!(pagemind::device::device_name(m.weights.device()));
+        s["threads"] = json!(threads(g));
+        s["context_window"] = json!(window);
+        s["embedder"] = json!(embedder.is_some());
+        println!("{}", json!({ "summary": s }));
+        runs.push((p, costs));
+    }
+    if let Some(path) = plot {
+        let series = |f: fn(&pagemind::bench::paging::TurnCost) -> f64| -> Vec<Series> {
+            runs.iter()
+                .map(|(p, c)| Series {
+                    label: p.name(),
+                    points: c.iter().filter(|c| !c.window_full).map(|c| (c.turn as f64, f(c))).collect(),
+                })
+                .collect()
+        };
+        let title = format!("pagemind bench paging: {} turns, window {window}", turns);
+        let chart = svg(&[
+            (title.as_str(), "seconds per turn", series(|c| c.turn_s)),
+            ("prompt tokens evaluated per turn", "tokens", series(|c| c.tokens_evaluated as f64)),
+        ]);
+        std::fs::write(&path, chart).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -5,11 +5,11 @@ use super::generate::SamplingArgs;
 use super::Global;
 use anyhow::{Context, Result};
 use clap::Args;
-use pagemind::agent::{user_text, Agent, LlmSteps, Observer, StepRecord, TurnResult};
+use pagemind::agent::{user_text, Agent, KvState, LlmSteps, Observer, StepRecord, TurnResult};
 use pagemind::embed::Embedder;
 use pagemind::grammar::{parse_call, StepFormat};
 use pagemind::memory::{MemoryStore, MessageRole, DEFAULT_HUMAN, DEFAULT_PERSONA};
-use pagemind::runtime::ChatModel;
+use pagemind::runtime::{ChatModel, KvTransfer};
 use pagemind::store::{ModelStore, Source};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +35,9 @@ pub struct ChatArgs {
     /// search of memory (recall or archival) before any reply (default true).
     #[arg(long, action = clap::ArgAction::Set)]
     pub memory_first: Option<bool>,
+    /// Neither restore the agent's saved KV state nor save it (every process starts cold).
+    #[arg(long)]
+    pub no_saved_kv: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -151,15 +154,40 @@ fn report_limit(r: &TurnResult, max: usize) {
     }
 }
 
+/// The agent's saved KV state restored into the step session (unless `--no-saved-kv`).
+fn restore_kv(a: &ChatArgs, agent: &Agent, steps: &mut LlmSteps) -> Result<Option<(KvState, KvTransfer)>> {
+    if a.no_saved_kv {
+        return Ok(None);
+    }
+    let kv = KvState::of(agent);
+    let restored = kv.restore(&mut steps.session)?;
+    Ok(Some((kv, restored)))
+}
+
+/// Save the step session's KV state after a turn. A failure only costs the next process a
+/// cold start, so it is a warning.
+fn save_kv(kv: &Option<(KvState, KvTransfer)>, steps: &LlmSteps) -> Option<KvTransfer> {
+    let (kv, _) = kv.as_ref()?;
+    match kv.save(&steps.session) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: {e} (the next start will evaluate the prompt again)");
+            None
+        }
+    }
+}
+
 pub fn ask(g: &Global, a: AskArgs) -> Result<()> {
     let l = load(g, &a.chat)?;
     let mut agent = Agent::open(&l.store, &l.model, Some(&l.embedder), &a.chat.agent, a.chat.context_window)?;
     let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.chat.sampling.agent_config()))?;
+    let kv = restore_kv(&a.chat, &agent, &mut steps)?;
     let r = if a.json {
         agent.turn(&mut steps, &a.message, &mut JsonLines)?
     } else {
         agent.turn(&mut steps, &a.message, &mut pagemind::agent::Quiet)?
     };
+    let saved = save_kv(&kv, &steps);
     if a.json {
         // The last line sums up the turn, flush costs included.
         let turn = serde_json::json!({"turn": {
@@ -170,6 +198,8 @@ pub fn ask(g: &Global, a: AskArgs) -> Result<()> {
             "flush_tokens_evaluated": r.flush_tokens_evaluated,
             "flush_tokens_reused": r.flush_tokens_reused,
             "flush_seconds": r.flush_seconds,
+            "kv_restore": kv.as_ref().map(|(_, t)| t),
+            "kv_save": saved,
         }});
         println!("{turn}");
     } else {
@@ -217,6 +247,7 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
     let l = load(g, &a)?;
     let mut agent = Agent::open(&l.store, &l.model, Some(&l.embedder), &a.agent, a.context_window)?;
     let mut steps = LlmSteps::new(&l.model, &agent.tools, agent.window, Some(a.sampling.agent_config()))?;
+    let kv = restore_kv(&a, &agent, &mut steps)?;
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     let dim = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut term = Terminal { streamed: String::new(), dim, name: a.agent.clone() };
@@ -232,6 +263,7 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
         Ok(r) => report_limit(&r, agent.record.config.max_steps),
         Err(e) => eprintln!("error: {e}"),
     }
+    save_kv(&kv, &steps);
     loop {
         let line = match rl.readline("you> ") {
             Ok(l) => l,
@@ -261,6 +293,7 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
             Ok(r) => report_limit(&r, agent.record.config.max_steps),
             Err(e) => eprintln!("\nerror: {e}"),
         }
+        save_kv(&kv, &steps);
     }
     let _ = rl.save_history(&history);
     Ok(())

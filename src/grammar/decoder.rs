@@ -72,6 +72,55 @@ pub fn decode_step(
     session: &mut Session,
     prompt: &[u32],
     sampler: &mut Sampler,
+    on_token: impl FnMut(u32),
+) -> Result<Step> {
+    let mut pick = |logits: &[f32], session: &Session, _: &[u32], mask: &SimpleVob| {
+        sampler.sample(logits, session.tokens(), Some(&mut VobMask(mask)))
+    };
+    decode_with(grammar, session, prompt, &mut pick, on_token)
+}
+
+/// Decode one step that writes `target` (a call as [`super::StepFormat::render`] writes it)
+/// instead of sampling: every token still costs a forward pass and a grammar mask, so the
+/// step costs what a sampled one of the same length costs (for `bench paging`, where weights
+/// may be random). Where `target`'s next token is not allowed, the greedy choice under the mask
+/// is taken and the call may differ from the script.
+pub fn decode_scripted(
+    grammar: &StepGrammar,
+    session: &mut Session,
+    prompt: &[u32],
+    target: &str,
+    on_token: impl FnMut(u32),
+) -> Result<Step> {
+    let tokenizer = session.model().tokenizer.clone();
+    let eos = grammar.eos();
+    let mut pick = |logits: &[f32], _: &Session, out: &[u32], mask: &SimpleVob| -> Result<u32> {
+        let done = tokenizer.decode(out, false)?;
+        if let Some(rest) = target.strip_prefix(done.as_str()) {
+            if rest.is_empty() && mask.is_allowed(eos) {
+                return Ok(eos);
+            }
+            if let Some(&t) = tokenizer.encode(rest, false)?.first() {
+                if mask.is_allowed(t) {
+                    return Ok(t);
+                }
+            }
+        }
+        let mut masked = logits.to_vec();
+        VobMask(mask).apply(&mut masked)?;
+        Ok(crate::runtime::argmax(&masked).unwrap_or(eos as usize) as u32)
+    };
+    decode_with(grammar, session, prompt, &mut pick, on_token)
+}
+
+/// Chooses the next token: logits, the session, the step's tokens so far and the grammar mask.
+type Pick<'a> = dyn FnMut(&[f32], &Session, &[u32], &SimpleVob) -> Result<u32> + 'a;
+
+fn decode_with(
+    grammar: &StepGrammar,
+    session: &mut Session,
+    prompt: &[u32],
+    pick: &mut Pick,
     mut on_token: impl FnMut(u32),
 ) -> Result<Step> {
     let t_all = Instant::now();
@@ -111,7 +160,7 @@ pub fn decode_step(
         if mask.is_allowed(eos) && mask.num_set() == 1 {
             break; // the call is complete; only end-of-sequence may follow
         }
-        let next = sampler.sample(&logits, session.tokens(), Some(&mut VobMask(&mask)))?;
+        let next = pick(&logits, session, &out, &mask)?;
         if next == eos && m.is_accepting().unwrap_or(false) {
             break;
         }

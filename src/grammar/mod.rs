@@ -24,7 +24,7 @@ println!("{} {}", step.call.function, step.call.arguments);
 mod decoder;
 mod tokenv;
 
-pub use decoder::{decode_step, Step, StepStats};
+pub use decoder::{decode_scripted, decode_step, Step, StepStats};
 pub use tokenv::GgufTokEnv;
 
 use crate::runtime::ChatModel;

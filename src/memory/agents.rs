@@ -139,6 +139,8 @@ impl MemoryStore {
         tx.commit().map_err(|e| self.err(e))?;
         self.context.forget(id);
         self.drop_index(id);
+        // A cache only: a file that cannot be removed is harmless (ids are not reused).
+        let _ = std::fs::remove_file(self.agent_kv_file(id));
         Ok(())
     }
 

@@ -106,6 +106,16 @@ impl MemoryStore {
         &self.path
     }
 
+    /// The folder of saved KV state beside the database (`kv/`; see `agent::KvState`).
+    pub fn kv_dir(&self) -> PathBuf {
+        self.path.with_file_name("kv")
+    }
+
+    /// The saved KV state of agent `id`.
+    pub fn agent_kv_file(&self, id: u64) -> PathBuf {
+        self.kv_dir().join(format!("agent-{id}.kv"))
+    }
+
     pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::Store { path: self.path.clone(), msg: e.to_string() }
     }

@@ -88,4 +88,37 @@ impl KvCache {
     pub fn advance(&mut self, t: usize) {
         self.len += t;
     }
+
+    /// Keys and values of the valid positions of `layer`, each `[n_kv_heads, len, head_dim]`
+    /// flattened (copied to the host).
+    pub fn layer_data(&self, layer: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let flat = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.narrow(2, 0, self.len)?.contiguous()?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        };
+        match self.layers.get(layer).and_then(|s| s.as_ref()) {
+            Some((k, v)) if self.len > 0 => Ok((flat(k)?, flat(v)?)),
+            _ => Ok((vec![], vec![])),
+        }
+    }
+
+    /// Replace the contents with `len` positions per layer, laid out as [`KvCache::layer_data`]
+    /// returns them.
+    pub fn load(&mut self, layers: &[(Vec<f32>, Vec<f32>)], len: usize) -> Result<()> {
+        if layers.len() != self.layers.len() || len > self.max {
+            return Err(crate::Error::Invalid("KV state does not fit this cache".into()));
+        }
+        self.len = 0;
+        if len == 0 {
+            return Ok(());
+        }
+        self.reserve(len)?;
+        let shape = (1, self.n_kv_heads, len, self.head_dim);
+        for (slot, (k, v)) in self.layers.iter().zip(layers) {
+            let (ck, cv) = slot.as_ref().expect("reserve() allocates every layer");
+            ck.slice_set(&Tensor::from_slice(k, shape, &self.device)?, 2, 0)?;
+            cv.slice_set(&Tensor::from_slice(v, shape, &self.device)?, 2, 0)?;
+        }
+        self.len = len;
+        Ok(())
+    }
 }

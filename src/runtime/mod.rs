@@ -10,6 +10,7 @@ pub mod attention;
 mod embedding;
 mod gguf;
 mod kv_cache;
+mod kv_file;
 pub mod linear;
 mod model;
 mod prompt_encoder;
@@ -20,10 +21,11 @@ mod tokenizer;
 
 pub use gguf::{Gguf, SUPPORTED_ARCHS};
 pub use kv_cache::KvCache;
+pub use kv_file::{KvFile, KvHeader};
 pub use model::{Arch, Config, Transformer};
 pub use prompt_encoder::PromptEncoder;
 pub use sampler::{argmax, Sampler, SamplerConfig, TokenMask};
-pub use session::{EvalStats, Generation, Session, PREFILL_BATCH};
+pub use session::{EvalStats, Generation, KvTransfer, Session, PREFILL_BATCH};
 pub use template::{ChatMessage, ChatTemplate, CHATML};
 pub use tokenizer::{GgufTokenizer, TokenStream};
 
@@ -44,6 +46,8 @@ pub struct ChatModel {
     pub spec: Option<ModelSpec>,
     /// The GGUF file it was loaded from.
     pub path: std::path::PathBuf,
+    /// See [`ChatModel::fingerprint`].
+    fingerprint: String,
 }
 
 impl ChatModel {
@@ -67,7 +71,9 @@ impl ChatModel {
             }
         }
         let weights = Transformer::load(&mut g, device)?;
+        let fingerprint = fingerprint(path)?;
         Ok(Self {
+            fingerprint,
             weights,
             tokenizer: Arc::new(tokenizer),
             template,
@@ -75,6 +81,14 @@ impl ChatModel {
             spec: spec.cloned(),
             path: path.to_path_buf(),
         })
+    }
+
+    /// What saved KV state is keyed by: a sha256 over the file's size, its first and last MiB
+    /// (header, tokenizer and the last weights) and this build's version, so another file, an
+    /// edited one or a build with other kernels never reuses the state. (Reading a 1 GB file
+    /// whole at each start would cost seconds; the full sha256 is checked at pull.)
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// A shared handle to the tokenizer.
@@ -104,4 +118,23 @@ impl ChatModel {
         let ids = self.tokenizer.encode_prompt(&text)?;
         Ok((text, ids))
     }
+}
+
+fn fingerprint(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    const SPAN: u64 = 1 << 20;
+    let io = |e: std::io::Error| crate::Error::File { path: path.to_path_buf(), msg: e.to_string() };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut h = Sha256::new();
+    h.update(len.to_le_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let mut buf = vec![0u8; SPAN.min(len) as usize];
+    f.read_exact(&mut buf).map_err(io)?;
+    h.update(&buf);
+    f.seek(SeekFrom::Start(len.saturating_sub(SPAN))).map_err(io)?;
+    f.read_exact(&mut buf).map_err(io)?;
+    h.update(&buf);
+    Ok(h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
 }

@@ -6,9 +6,12 @@ agent step cost only its new tokens. [`Session::generate`] runs the decode loop.
 */
 
 use super::kv_cache::KvCache;
+use super::kv_file::{KvFile, KvHeader};
 use super::sampler::{Sampler, TokenMask};
 use super::ChatModel;
 use crate::{Error, Result};
+use serde::Serialize;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Prompt tokens evaluated per forward call during prefill (256 keeps the largest activation
@@ -33,6 +36,17 @@ pub struct Generation {
     pub decode_elapsed: Duration,
     /// Whether a stop token ended it (rather than the token limit).
     pub stopped: bool,
+}
+
+/// What [`Session::save_state`] wrote or [`Session::restore_state`] read: positions, file
+/// size and seconds; `skipped` says why a restore started cold instead.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KvTransfer {
+    pub tokens: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// A model plus its KV cache.
@@ -150,4 +164,66 @@ impl<'m> Session<'m> {
         }
         Ok(Generation { tokens: out, prompt: prompt_stats, decode_elapsed: t0.elapsed(), stopped })
     }
+
+    fn kv_header(&self, tokens: usize) -> KvHeader {
+        let c = &self.model.weights.config;
+        KvHeader {
+            model: self.model.fingerprint().to_string(),
+            n_layers: c.n_layer,
+            n_kv_heads: c.n_head_kv,
+            head_dim: c.head_dim,
+            dtype: "f32".into(),
+            tokens,
+        }
+    }
+
+    /// Save the first `upto` cached positions (all when `None`) to `path`, atomically, in the
+    /// cache's own type (a restore is exact).
+    pub fn save_state(&self, path: &Path, upto: Option<usize>) -> Result<KvTransfer> {
+        let t0 = Instant::now();
+        let n = upto.unwrap_or(usize::MAX).min(self.tokens.len());
+        let (layers, heads, len) =
+            (self.model.weights.config.n_layer, self.model.weights.config.n_head_kv, self.tokens.len());
+        let mut cache_view = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let (k, v) = self.cache.layer_data(l)?;
+            cache_view.push(if n == len {
+                (k, v)
+            } else {
+                (cut_positions(&k, heads, len, n), cut_positions(&v, heads, len, n))
+            });
+        }
+        let file = KvFile { header: self.kv_header(n), tokens: self.tokens[..n].to_vec(), layers: cache_view };
+        let bytes = file.write(path)?;
+        Ok(KvTransfer { tokens: n, bytes, seconds: t0.elapsed().as_secs_f64(), skipped: None })
+    }
+
+    /// Replace the cache with the state saved in `path` when it was saved for this model file
+    /// and these shapes and fits this session; otherwise leave the session as it is and say why
+    /// in `skipped`. The next [`Session::eval`] reuses whatever prefix it shares.
+    pub fn restore_state(&mut self, path: &Path) -> Result<KvTransfer> {
+        let t0 = Instant::now();
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let skip = |why: String| Ok(KvTransfer { skipped: Some(why), ..Default::default() });
+        let file = match KvFile::read(path, &self.kv_header(0))? {
+            Ok(f) => f,
+            Err(why) => return skip(why),
+        };
+        if file.tokens.len() > self.n_ctx() {
+            return skip(format!("{} positions do not fit a {}-token window", file.tokens.len(), self.n_ctx()));
+        }
+        let vocab = self.model.weights.config.vocab_size as u32;
+        if file.tokens.iter().any(|&t| t >= vocab) {
+            return skip("token ids outside the vocabulary".into());
+        }
+        self.cache.load(&file.layers, file.tokens.len())?;
+        self.tokens = file.tokens;
+        Ok(KvTransfer { tokens: self.tokens.len(), bytes, seconds: t0.elapsed().as_secs_f64(), skipped: None })
+    }
+}
+
+/// The first `n` of `len` positions of a `[heads, len, dim]` flattened buffer.
+fn cut_positions(v: &[f32], heads: usize, len: usize, n: usize) -> Vec<f32> {
+    let dim = v.len() / (heads * len).max(1);
+    (0..heads).flat_map(|h| &v[h * len * dim..h * len * dim + n * dim]).copied().collect()
 }

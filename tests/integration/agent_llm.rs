@@ -228,3 +228,68 @@ fn the_summary_call_reuses_the_main_sessions_system_prefix() {
     assert!(done.tokens_reused + 8 >= system_tokens, "reused {} of {system_tokens}", done.tokens_reused);
     assert!(done.tokens_evaluated > 0 && done.tokens_evaluated < 40, "{}", done.tokens_evaluated);
 }
+
+/// `pagemind ask --json` and its step lines and turn line.
+fn ask_json(home: &Path, agent: &str, extra: &[&str], message: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let out = ok(pagemind(Some(home))
+        .args(["ask", "--json", "--agent", agent, "--model", SMOLLM, "--max-steps", "2"])
+        .args(extra)
+        .arg(message));
+    let mut lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let turn = lines.pop().unwrap()["turn"].clone();
+    (lines, turn)
+}
+
+#[test]
+fn a_follow_up_ask_in_a_new_process_evaluates_only_the_new_messages() {
+    let home = home_with_models();
+    let (_, first) = ask_json(home.path(), "kv", &[], "My sister Ines lives in Porto.");
+    assert_eq!(first["kv_restore"]["tokens"], 0, "a new store has no state: {first}");
+    let saved = first["kv_save"]["tokens"].as_u64().unwrap();
+    assert!(saved > 500, "the turn's cache is saved: {first}");
+
+    let (steps, second) = ask_json(home.path(), "kv", &[], "Where does Ines live?");
+    assert_eq!(second["kv_restore"]["tokens"].as_u64(), Some(saved), "{second}");
+    let s0 = &steps[0];
+    let (reused, evaluated, prompt) = (
+        s0["tokens_reused"].as_u64().unwrap(),
+        s0["tokens_evaluated"].as_u64().unwrap(),
+        s0["prompt_tokens"].as_u64().unwrap(),
+    );
+    // Everything the last turn left in the cache that the new prompt still shows is reused:
+    // the system message, the queue and the last call; only the result and the new message
+    // are evaluated.
+    assert!(reused * 10 >= saved * 9, "reused {reused} of {saved} restored: {s0}");
+    assert!(evaluated * 4 < prompt, "evaluated {evaluated} of {prompt}");
+
+    // Cold by request: nothing restored, the whole prompt evaluated.
+    let (steps, cold) = ask_json(home.path(), "kv", &["--no-saved-kv"], "And my sister's name?");
+    assert!(cold["kv_restore"].is_null() && cold["kv_save"].is_null(), "{cold}");
+    // (A flush before the first step evaluates the system message for the summary; the step
+    // then reuses that.)
+    if cold["flushes"] == 0 {
+        assert_eq!(steps[0]["tokens_reused"], 0, "{cold}");
+    }
+
+    // A damaged state file is skipped for the model's shared system prefix; the turn still runs.
+    let kv = home.path().join("kv");
+    let agent_file = std::fs::read_dir(&kv)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("agent-"))
+        .expect("an agent state file");
+    let mut bytes = std::fs::read(&agent_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&agent_file, &bytes).unwrap();
+    let (steps, after) = ask_json(home.path(), "kv", &[], "Thanks!");
+    let prefix = after["kv_restore"]["tokens"].as_u64().unwrap();
+    assert!(prefix > 0 && prefix < saved, "the shared prefix was restored instead: {after}");
+    assert!(steps[0]["tokens_reused"].as_u64().unwrap() > 0);
+
+    // A new agent of the same model starts from that shared prefix: its system message up to
+    // its name is not evaluated again.
+    let (steps, other) = ask_json(home.path(), "kv2", &[], "Hello!");
+    assert_eq!(other["kv_restore"]["tokens"].as_u64(), Some(prefix), "{other}");
+    assert!(steps[0]["tokens_reused"].as_u64().unwrap() * 2 > prefix, "{}", steps[0]);
+}

@@ -8,6 +8,7 @@ mod util;
 
 mod agent;
 mod agent_llm;
+mod bench;
 mod cli_errors;
 mod embed;
 mod eval;

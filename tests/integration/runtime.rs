@@ -252,3 +252,43 @@ fn text_in_a_chat_prompt_never_becomes_a_control_token() {
         assert_eq!(pagemind::runtime::PromptEncoder::new(tk).encode_prompt(tk, &text).unwrap(), ids);
     }
 }
+
+#[test]
+fn a_saved_kv_state_restores_exactly_in_a_new_session() {
+    let m = util::smollm();
+    let base = m.tokenizer.encode_prompt("Pages of memory move between tiers like an operating system's.").unwrap();
+    let longer = [base.clone(), m.tokenizer.encode(" Then the summary grows.", false).unwrap()].concat();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.kv");
+
+    let mut warm = Session::new(m, 256).unwrap();
+    warm.eval(&base).unwrap();
+    let saved = warm.save_state(&file, None).unwrap();
+    assert_eq!(saved.tokens, base.len());
+    assert_eq!(saved.bytes, std::fs::metadata(&file).unwrap().len());
+    let expected = warm.eval(&longer).unwrap();
+
+    // A new session (as in a new process) restores the state and evaluates only the new tokens,
+    // with the very same logits as the session that never stopped (the state is f32, exact).
+    let mut cold = Session::new(m, 256).unwrap();
+    let restored = cold.restore_state(&file).unwrap();
+    assert_eq!((restored.tokens, restored.skipped.clone()), (base.len(), None));
+    assert_eq!(cold.tokens(), &base[..]);
+    let got = cold.eval(&longer).unwrap();
+    assert_eq!((cold.last.reused, cold.last.evaluated), (base.len(), longer.len() - base.len()));
+    assert_eq!(max_diff(&got, &expected), 0.0);
+
+    // A prefix of the cache saves as its own state.
+    warm.save_state(&file, Some(5)).unwrap();
+    let mut part = Session::new(m, 256).unwrap();
+    assert_eq!(part.restore_state(&file).unwrap().tokens, 5);
+    part.eval(&longer).unwrap();
+    assert_eq!(part.last.reused, 5);
+
+    // A window too small for the state: skipped with the reason, the session untouched.
+    warm.save_state(&file, None).unwrap();
+    let mut small = Session::new(m, 8).unwrap();
+    let r = small.restore_state(&file).unwrap();
+    assert!(r.skipped.as_deref().unwrap_or("").contains("do not fit"), "{r:?}");
+    assert!(small.tokens().is_empty());
+}
