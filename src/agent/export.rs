@@ -8,18 +8,25 @@ Format `pagemind-agent/1`:
   "summary":  { text, updated_at, messages_covered },
   "messages": [ { role, content, function?, name?, created_at, tokens, in_context } ],   // oldest first
   "passages": [ { text, source, span, created_at, metadata, vector: [f32; dim] } ],      // id order
+  "sources":  [ { path, sha256, bytes, kind, chunk_tokens, overlap, chunks, complete, ... } ],
   "state":    { key: value } }
 ```
-Ids are not part of the format (an import assigns new ones, keeping order); everything else
-round-trips exactly.
+Ids are not part of the format: they are written as 0, and an import assigns new ones in the
+same order, so export -> import -> export gives the same bytes. Sources come along, so loading
+the same folder again after an import adds nothing. An import is validated first ([`validate`]:
+configuration, blocks, vectors, counts), is one transaction (`MemoryStore::import_rows`), and
+reads at most [`MAX_EXPORT_BYTES`].
 */
 
-use crate::memory::{AgentRecord, Block, MemoryStore, Message, Passage, Summary};
+use crate::memory::{AgentRecord, AgentRows, Block, MemoryStore, Message, Passage, Source, Summary};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The format tag.
 pub const EXPORT_FORMAT: &str = "pagemind-agent/1";
+
+/// The largest export file `agents import` reads (1 GiB: ~250k passages with 384-d vectors).
+pub const MAX_EXPORT_BYTES: u64 = 1 << 30;
 
 /// A passage with its embedding.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +45,9 @@ pub struct AgentExport {
     pub summary: Summary,
     pub messages: Vec<Message>,
     pub passages: Vec<ExportedPassage>,
+    /// Files loaded into archival storage (absent in exports of older builds).
+    #[serde(default)]
+    pub sources: Vec<Source>,
     #[serde(default)]
     pub state: serde_json::Map<String, serde_json::Value>,
 }
@@ -73,43 +83,91 @@ pub fn export_agent(store: &MemoryStore, name: &str) -> Result<AgentExport> {
         blocks: store.blocks(a.id)?,
         summary: store.summary(a.id)?,
         messages: store.messages(a.id)?,
+        sources: store.sources(a.id)?,
         agent: a,
         passages,
         state,
-    })
+    }
+    .without_ids())
 }
 
-/// Import an export, as `name` (default: the exported name). Returns the new record.
-pub fn import_agent(store: &MemoryStore, ex: &AgentExport, name: Option<&str>) -> Result<AgentRecord> {
+/// Check an export before anything is written; the error names the field and what is wrong.
+pub fn validate(ex: &AgentExport) -> Result<()> {
+    let bad = |field: &str, what: String| Err(Error::Invalid(format!("agent export: {field}: {what}")));
     if ex.format != EXPORT_FORMAT {
-        return Err(Error::Invalid(format!(
-            "not a pagemind agent export: format is '{}', expected '{EXPORT_FORMAT}'",
-            ex.format
-        )));
+        return bad("format", format!("'{}' is not '{EXPORT_FORMAT}' (not a pagemind agent export)", ex.format));
     }
-    let name = name.unwrap_or(&ex.agent.name);
-    let get = |l: &str| ex.blocks.iter().find(|b| b.label == l).map(|b| b.value.as_str()).unwrap_or("");
-    let mut rec =
-        store.create_agent(name, &ex.agent.chat_model, &ex.agent.embedding_model, get("persona"), get("human"))?;
-    let r = (|| -> Result<AgentRecord> {
-        rec.created_at = ex.agent.created_at;
-        rec.last_used = ex.agent.last_used;
-        rec.config = ex.agent.config.clone();
-        store.update_agent(&rec)?;
-        for b in &ex.blocks {
-            store.put_block(rec.id, b)?;
-        }
-        store.append_messages(rec.id, ex.messages.clone())?;
-        let items = ex.passages.iter().map(|p| (p.passage.clone(), p.vector.clone())).collect();
-        store.archival_import(rec.id, &rec.embedding_model, items)?;
-        store.put_summary(rec.id, &ex.summary)?;
-        for (k, v) in &ex.state {
-            store.set_state(rec.id, k, v)?;
-        }
-        Ok(rec.clone())
-    })();
-    if r.is_err() {
-        let _ = store.delete_agent(name); // no half-imported agent
+    let c = &ex.agent.config;
+    if c.context_window != 0 && !(256..=crate::runtime::MAX_POSITIONS).contains(&c.context_window) {
+        return bad(
+            "agent.config.context_window",
+            format!("{} is outside 256..=131072 (0 = default)", c.context_window),
+        );
     }
-    r
+    let fraction = |v: f32| v.is_finite() && v > 0.0 && v <= 1.0;
+    if !fraction(c.flush_threshold) || !fraction(c.warning_threshold) || c.warning_threshold > c.flush_threshold {
+        return bad(
+            "agent.config",
+            format!(
+                "warning_threshold {} and flush_threshold {} must satisfy 0 < warning <= flush <= 1",
+                c.warning_threshold, c.flush_threshold
+            ),
+        );
+    }
+    if !fraction(c.evict_fraction) || c.evict_fraction >= 1.0 {
+        return bad("agent.config.evict_fraction", format!("{} must be in (0, 1)", c.evict_fraction));
+    }
+    if c.max_steps == 0 || c.max_steps > 100 || c.max_searches > 100 {
+        return bad("agent.config", format!("max_steps {} must be 1..=100 and max_searches at most 100", c.max_steps));
+    }
+    let mut labels = std::collections::HashSet::new();
+    for b in &ex.blocks {
+        if b.label.is_empty() || !labels.insert(b.label.as_str()) {
+            return bad("blocks", format!("label '{}' is empty or repeated", b.label));
+        }
+        if b.limit == 0 || b.value.chars().count() > b.limit {
+            return bad(
+                "blocks",
+                format!("'{}' holds {} characters, over its limit {}", b.label, b.value.chars().count(), b.limit),
+            );
+        }
+    }
+    if ex.summary.messages_covered as usize > ex.messages.len() {
+        return bad(
+            "summary.messages_covered",
+            format!("{} but the export has {} messages", ex.summary.messages_covered, ex.messages.len()),
+        );
+    }
+    let dim = ex.passages.first().map_or(0, |p| p.vector.len());
+    for (i, p) in ex.passages.iter().enumerate() {
+        if p.vector.len() != dim || dim == 0 || p.vector.iter().any(|x| !x.is_finite()) {
+            return bad(
+                &format!("passages[{i}].vector"),
+                format!("{} values (the first passage has {dim}); every vector needs the same non-zero dimension and finite values", p.vector.len()),
+            );
+        }
+    }
+    let mut paths = std::collections::HashSet::new();
+    for s in &ex.sources {
+        if s.path.is_empty() || !paths.insert(s.path.as_str()) {
+            return bad("sources", format!("path '{}' is empty or repeated", s.path));
+        }
+    }
+    Ok(())
+}
+
+/// Import an export, as `name` (default: the exported name), in one transaction after
+/// [`validate`]. Returns the new record.
+pub fn import_agent(store: &MemoryStore, ex: &AgentExport, name: Option<&str>) -> Result<AgentRecord> {
+    validate(ex)?;
+    let record = AgentRecord { name: name.unwrap_or(&ex.agent.name).to_string(), ..ex.agent.clone() };
+    store.import_rows(AgentRows {
+        record,
+        blocks: ex.blocks.clone(),
+        summary: ex.summary.clone(),
+        messages: ex.messages.clone(),
+        passages: ex.passages.iter().map(|p| (p.passage.clone(), p.vector.clone())).collect(),
+        sources: ex.sources.clone(),
+        state: ex.state.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
 }

@@ -23,7 +23,9 @@ mod tools;
 
 pub use context::{instructions, working_context, ContextReport, MainContext};
 pub use events::{to_chat, user_message, user_message_at, user_text};
-pub use export::{export_agent, import_agent, AgentExport, EXPORT_FORMAT};
+pub use export::{
+    export_agent, import_agent, validate as validate_export, AgentExport, EXPORT_FORMAT, MAX_EXPORT_BYTES,
+};
 pub use kv_state::KvState;
 pub use pressure::FlushCost;
 

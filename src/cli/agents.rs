@@ -104,10 +104,19 @@ pub fn run(g: &Global, cmd: AgentsCmd) -> Result<()> {
             writeln!(out)?;
         }
         AgentsCmd::Import { file, name } => {
+            let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
+            if size > pagemind::agent::MAX_EXPORT_BYTES {
+                anyhow::bail!(
+                    "{}: {size} bytes is over the {} bytes an agent export may have: is it an export file?",
+                    file.display(),
+                    pagemind::agent::MAX_EXPORT_BYTES
+                );
+            }
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let ex: pagemind::agent::AgentExport = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a pagemind agent export", file.display()))?;
-            let rec = pagemind::agent::import_agent(&store, &ex, name.as_deref())?;
+            let rec = pagemind::agent::import_agent(&store, &ex, name.as_deref())
+                .with_context(|| format!("importing {}", file.display()))?;
             println!("imported agent '{}' ({} messages, {} passages)", rec.name, ex.messages.len(), ex.passages.len());
         }
         AgentsCmd::Delete { name, yes } => {

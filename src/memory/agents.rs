@@ -16,7 +16,7 @@ I am curious, warm and concise. I remember what matters to the person I talk wit
 /// What a new agent knows of its user when nothing is given.
 pub const DEFAULT_HUMAN: &str = "Nothing is known about the user yet.";
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');

@@ -29,6 +29,7 @@ assert_eq!(hits.total, 1);
 mod agents;
 mod archival;
 mod context_cache;
+mod import;
 mod index;
 pub mod rank;
 mod recall;
@@ -38,6 +39,7 @@ mod tables;
 
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
 pub use archival::{NewPassage, ScoredPassage};
+pub use import::AgentRows;
 pub use index::ArchivalIndex;
 pub use recall::{parse_date, RecallFilter};
 pub use records::{

@@ -267,3 +267,53 @@ fn a_killed_load_resumes_without_duplicates_or_loss() {
     };
     assert_eq!(texts("docs"), texts("clean"));
 }
+
+#[test]
+fn export_import_is_exact_keeps_sources_and_rejects_bad_files() {
+    let home = home_with_models();
+    let docs = tempfile::tempdir().unwrap();
+    write(docs.path(), "a.txt", b"The pump pressure limit is 8 bar. Filters are replaced yearly.");
+    write(docs.path(), "b.md", b"# Notes\nThe spare key is under the blue flowerpot.");
+    load_json(home.path(), &[docs.path().to_str().unwrap()]);
+    let export = |h: &Path, name: &str| ok(pagemind(Some(h)).args(["agents", "export", name]));
+    let first = export(home.path(), "docs");
+
+    // Into a second store and out again: the same bytes, sources included.
+    let other = home_with_models();
+    let file = other.path().join("docs.json");
+    std::fs::write(&file, &first).unwrap();
+    ok(pagemind(Some(other.path())).args(["agents", "import"]).arg(&file));
+    assert_eq!(export(other.path(), "docs"), first, "export -> import -> export is byte-identical");
+    let sources = ok(pagemind(Some(other.path())).args(["sources", "list", "--agent", "docs"]));
+    assert!(sources.contains("a.txt") && sources.contains("b.md"), "{sources}");
+    // Loading the same folder again adds nothing, and search works (the index is rebuilt).
+    let before = passage_count(other.path());
+    let again = load_json(other.path(), &[docs.path().to_str().unwrap()]);
+    assert_eq!((again["loaded"].as_u64(), passage_count(other.path())), (Some(0), before), "{again}");
+    assert!(search(other.path(), "where is the spare key").to_string().contains("flowerpot"));
+
+    // Bad exports: one line naming the field, nothing imported.
+    let v: Value = serde_json::from_str(&first).unwrap();
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: [(&str, Edit, &str); 4] = [
+        ("t1", Box::new(|v: &mut Value| v["agent"]["config"]["flush_threshold"] = 0.0.into()), "flush_threshold"),
+        ("t2", Box::new(|v: &mut Value| v["passages"][0]["vector"] = serde_json::json!([1.0, 2.0])), "].vector: "),
+        ("t3", Box::new(|v: &mut Value| v["summary"]["messages_covered"] = 99999.into()), "messages_covered"),
+        ("t4", Box::new(|v: &mut Value| v["format"] = "something-else".into()), "format"),
+    ];
+    for (name, edit, field) in cases {
+        let mut bad = v.clone();
+        edit(&mut bad);
+        bad["agent"]["name"] = name.into();
+        let f = other.path().join(format!("{name}.json"));
+        std::fs::write(&f, bad.to_string()).unwrap();
+        let out = run(pagemind(Some(other.path())).args(["agents", "import"]).arg(&f));
+        assert_clean_error(&out, field);
+        let list = ok(pagemind(Some(other.path())).args(["agents", "list"]));
+        assert!(!list.contains(name), "nothing of a rejected import is kept: {list}");
+    }
+    // A file over the size cap is refused before it is read (a sparse file: no disk used).
+    let huge = other.path().join("huge.json");
+    std::fs::File::create(&huge).unwrap().set_len(pagemind::agent::MAX_EXPORT_BYTES + 1).unwrap();
+    assert_clean_error(&run(pagemind(Some(other.path())).args(["agents", "import"]).arg(&huge)), "bytes is over");
+}
