@@ -9,6 +9,8 @@ The crate is layered like the paper's operating-system analogy:
   evaluating only what follows the longest common prefix of the previous prompt.
   [`runtime::Sampler`] turns logits into tokens with an optional [`runtime::TokenMask`] hook.
 - [`embed`]: the embedding runtime ([`embed::Embedder`], BERT-family safetensors).
+- [`agent`] over [`memory`]: the MemGPT loop ([`agent::Agent`]) and its tiers ([`memory::MemoryStore`]).
+- [`serve`]: `pagemind serve`, the OpenAI-compatible and agent REST API and the memory page.
 
 ```no_run
 use pagemind::{runtime::{ChatModel, Session, Sampler, SamplerConfig}, device::pick_device};
@@ -36,6 +38,7 @@ pub mod ingest;
 pub mod kernels;
 pub mod memory;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 pub mod tools;
 

@@ -10,6 +10,7 @@ mod generate;
 mod load;
 mod memory;
 mod models;
+mod serve;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +92,8 @@ pub enum Command {
     Debug(debug::DebugCmd),
     /// Run the MemGPT paper's experiments against baselines of the same model.
     Eval(eval::EvalArgs),
+    /// Serve the agents over HTTP: OpenAI-compatible API, agent REST API and a web page.
+    Serve(serve::ServeArgs),
     /// Measure speed (JSON output comparable with the reference engines).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -135,6 +138,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Recall(c) => memory::recall(g, c)?,
         Command::Load(a) => load::run_load(g, a)?,
         Command::Sources(c) => load::sources(g, c)?,
+        Command::Serve(a) => serve::run(g, a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,3 +15,4 @@ mod eval;
 mod ingest;
 mod memory;
 mod runtime;
+mod serve;

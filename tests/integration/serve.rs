@@ -1,0 +1,204 @@
+//! `pagemind serve` over real HTTP on loopback, with the small model: the OpenAI-compatible
+//! endpoints, the agent REST API, auth, the bounded queue under concurrent clients.
+
+use crate::util::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &Path, extra: &[&str]) -> Server {
+    let mut child = pagemind(Some(home))
+        .args(["serve", "--listen", "127.0.0.1:0", "--model", SMOLLM])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    Server { child, base }
+}
+
+/// Method, path, optional JSON body and token: the status and the JSON (or text) body.
+fn http(s: &Server, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    let mut r = ureq::request(method, &format!("{}{path}", s.base));
+    if let Some(t) = token {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.send_json(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[test]
+fn serve_speaks_openai_and_the_agent_api() {
+    let home = home_with_models();
+    let s = serve(home.path(), &[]);
+    let (st, models) = http(&s, "GET", "/v1/models", None, None);
+    assert_eq!(st, 200);
+    assert_eq!(models["data"][0]["id"], SMOLLM, "{models}");
+
+    assert_eq!(http(&s, "POST", "/api/agents", Some(json!({"name": "ada"})), None).0, 201);
+    let (st, dup) = http(&s, "POST", "/api/agents", Some(json!({"name": "ada"})), None);
+    assert_eq!(st, 409, "{dup}");
+    assert!(dup["error"]["message"].as_str().unwrap().contains("ada"));
+    let ids: Vec<Value> = http(&s, "GET", "/v1/models", None, None).1["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert!(ids.contains(&json!("agent:ada")), "{ids:?}");
+
+    // An edited core-memory block is in the next prompt's context.
+    let (st, _) =
+        http(&s, "PUT", "/api/agents/ada/blocks/human", Some(json!({"value": "Name: Ada. Loves mangoes."})), None);
+    assert_eq!(st, 200);
+    let (_, mem) = http(&s, "GET", "/api/agents/ada/memory", None, None);
+    assert!(mem["blocks"].to_string().contains("Loves mangoes"), "{mem}");
+    assert!(mem["context"]["working_context"].as_u64().unwrap() > 0 && mem["context"]["window"] == 2048, "{mem}");
+
+    // A turn through the OpenAI endpoint: the reply is what the agent sent, its steps ride along.
+    let ask = |text: &str| json!({"model": "agent:ada", "messages": [{"role": "user", "content": text}]});
+    let (st, r) = http(&s, "POST", "/v1/chat/completions", Some(ask("What fruit do I love?")), None);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["object"], "chat.completion");
+    assert!(!r["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{r}");
+    let steps = r["pagemind"]["steps"].as_array().unwrap();
+    assert_eq!(steps.last().unwrap()["function"], "send_message");
+    // The session stays warm: the next turn reuses the previous prompt's KV.
+    let (_, r2) = http(&s, "POST", "/v1/chat/completions", Some(ask("Thanks!")), None);
+    let first = &r2["pagemind"]["steps"][0];
+    assert!(first["tokens_reused"].as_u64().unwrap() > first["tokens_evaluated"].as_u64().unwrap(), "{first}");
+
+    // Streaming: chunks, then [DONE].
+    let mut streamed = ask("Hello again");
+    streamed["stream"] = json!(true);
+    let (st, body) = http(&s, "POST", "/v1/chat/completions", Some(streamed), None);
+    let body = body.as_str().unwrap().to_string();
+    assert_eq!(st, 200);
+    assert!(body.contains("chat.completion.chunk") && body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+
+    // The REST turn, recall search sees what was said, and the queue holds every message.
+    let (st, t) = http(&s, "POST", "/api/agents/ada/messages", Some(json!({"message": "I live in Lisbon."})), None);
+    assert_eq!(st, 200, "{t}");
+    assert!(!t["messages"].as_array().unwrap().is_empty());
+    let (_, hits) = http(&s, "GET", "/api/agents/ada/recall?query=Lisbon", None, None);
+    assert!(hits["items"].to_string().contains("I live in Lisbon."), "{hits}");
+
+    // A plain completion with the model's template.
+    let plain = json!({"model": SMOLLM, "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "Say hello"}]});
+    let (st, p) = http(&s, "POST", "/v1/chat/completions", Some(plain), None);
+    assert_eq!(st, 200, "{p}");
+    assert!(p["usage"]["completion_tokens"].as_u64().unwrap() <= 8);
+
+    // Errors are JSON with a message.
+    for (method, path, body, code) in [
+        ("GET", "/api/agents/nobody/memory", None, 404),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "agent:nobody", "messages": [{"role": "user", "content": "hi"}]})),
+            400,
+        ),
+        ("POST", "/v1/chat/completions", Some(json!({"model": "gpt-4", "messages": []})), 404),
+        ("POST", "/v1/chat/completions", Some(json!({"model": SMOLLM, "messages": [], "tools": []})), 400),
+        ("GET", "/no/such/thing", None, 404),
+    ] {
+        let (st, e) = http(&s, method, path, body, None);
+        assert_eq!(st, code, "{path}: {e}");
+        assert!(e["error"]["message"].is_string(), "{path}: {e}");
+    }
+    let (st, page) = http(&s, "GET", "/", None, None);
+    assert_eq!(st, 200);
+    assert!(page.as_str().unwrap().contains("Core memory"));
+}
+
+#[test]
+fn serve_needs_a_token_off_loopback_and_checks_it() {
+    let home = home_with_models();
+    let out = run(pagemind(Some(home.path())).args(["serve", "--listen", "0.0.0.0:0"]));
+    assert_clean_error(&out, "--token-file");
+    let tf = home.path().join("token");
+    std::fs::write(&tf, "s3cret\n").unwrap();
+    let s = serve(home.path(), &["--token-file", tf.to_str().unwrap()]);
+    let (st, e) = http(&s, "GET", "/api/agents", None, None);
+    assert_eq!(st, 401, "{e}");
+    assert_eq!(http(&s, "GET", "/api/agents", None, Some("wrong")).0, 401);
+    assert_eq!(http(&s, "GET", "/api/agents", None, Some("s3cret")).0, 200);
+}
+
+#[test]
+fn concurrent_clients_are_answered_or_refused_and_no_message_is_lost() {
+    let home = home_with_models();
+    let s = serve(home.path(), &["--queue", "2"]);
+    for a in ["a1", "a2"] {
+        assert_eq!(http(&s, "POST", "/api/agents", Some(json!({"name": a})), None).0, 201);
+    }
+    // Six clients at once on two agents with room for two waiting jobs: each is answered (200)
+    // or refused at once (503), never dropped.
+    let results: Vec<(String, String, u16)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    let agent = if i % 2 == 0 { "a1" } else { "a2" };
+                    let msg = format!("Client {i} says hello.");
+                    let (st, r) =
+                        http(s, "POST", &format!("/api/agents/{agent}/messages"), Some(json!({"message": msg})), None);
+                    assert!(
+                        st == 200 || (st == 503 && r["error"]["message"].as_str().unwrap().contains("busy")),
+                        "{st}: {r}"
+                    );
+                    (agent.to_string(), msg, st)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok_count = results.iter().filter(|r| r.2 == 200).count();
+    assert!(ok_count >= 1 && results.iter().any(|r| r.2 == 503), "{results:?}");
+    // Recall holds exactly the messages that were answered, once each.
+    for a in ["a1", "a2"] {
+        let (_, r) = http(&s, "GET", &format!("/api/agents/{a}/recall?query=Client"), None, None);
+        let mut said: Vec<String> = r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect();
+        said.sort();
+        let mut want: Vec<String> = results.iter().filter(|r| r.0 == a && r.2 == 200).map(|r| r.1.clone()).collect();
+        want.sort();
+        let got: Vec<bool> = want.iter().map(|w| said.iter().any(|s| s.contains(w.as_str()))).collect();
+        assert!(got.iter().all(|x| *x), "{a}: answered {want:?}, recall has {said:?}");
+        assert_eq!(said.len(), want.len(), "{a}: no refused message was stored: {said:?}");
+    }
+}
