@@ -202,3 +202,40 @@ fn concurrent_clients_are_answered_or_refused_and_no_message_is_lost() {
         assert_eq!(said.len(), want.len(), "{a}: no refused message was stored: {said:?}");
     }
 }
+
+/// The official OpenAI Python client against the server: models, a turn, a streamed turn.
+const OPENAI_CLIENT: &str = r#"
+import json, sys
+from openai import OpenAI
+c = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+ids = [m.id for m in c.models.list().data]
+r = c.chat.completions.create(model="agent:bob", messages=[{"role": "user", "content": "Hello, I am Bo."}])
+parts = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+    model="agent:bob", stream=True, messages=[{"role": "user", "content": "What is my name?"}]) if ch.choices]
+print(json.dumps({"ids": ids, "reply": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+                  "streamed": "".join(parts)}))
+"#;
+
+#[test]
+fn the_official_openai_client_talks_to_an_agent() {
+    let python = std::env::var("PAGEMIND_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python"));
+    let has_client =
+        std::process::Command::new(&python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
+    if !has_client {
+        assert!(std::env::var_os("CI").is_none(), "CI must install the openai client (.ci/run does)");
+        eprintln!("SKIPPED: no openai client at {} (run .ci/run, or set PAGEMIND_TEST_PYTHON)", python.display());
+        return;
+    }
+    let home = home_with_models();
+    let s = serve(home.path(), &[]);
+    assert_eq!(http(&s, "POST", "/api/agents", Some(json!({"name": "bob"})), None).0, 201);
+    let out = std::process::Command::new(&python).arg("-c").arg(OPENAI_CLIENT).arg(&s.base).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["ids"].as_array().unwrap().contains(&json!("agent:bob")), "{v}");
+    assert!(!v["reply"].as_str().unwrap().is_empty() && v["finish"] == "stop", "{v}");
+    assert!(!v["streamed"].as_str().unwrap().is_empty(), "{v}");
+}
