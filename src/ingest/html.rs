@@ -69,6 +69,13 @@ pub fn html_lines(html: &str) -> Vec<(u64, String)> {
             rest = &body[end..];
             continue;
         }
+        // Not a tag ("a < b", "<3"): keep the '<' as text without looking for a '>' (a search
+        // per stray '<' made a file of "< " repeated quadratic).
+        if !rest[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '!' || c == '?') {
+            cur.push('<');
+            rest = &rest[1..];
+            continue;
+        }
         let Some(gt) = rest.find('>') else {
             cur.push_str(rest);
             break;
@@ -89,8 +96,7 @@ pub fn html_lines(html: &str) -> Vec<(u64, String)> {
         line += tag.matches('\n').count() as u64;
         rest = &rest[gt + 1..];
         if (name == "script" || name == "style") && !tag.starts_with('/') {
-            let close = format!("</{name}");
-            let end = rest.to_ascii_lowercase().find(&close).unwrap_or(rest.len());
+            let end = find_ignore_case(rest, &format!("</{name}")).unwrap_or(rest.len());
             line += rest[..end].matches('\n').count() as u64;
             rest = &rest[end..];
             continue;
@@ -103,6 +109,16 @@ pub fn html_lines(html: &str) -> Vec<(u64, String)> {
     }
     flush(&mut cur, cur_line, &mut out);
     out
+}
+
+/// Byte offset of the first ASCII-case-insensitive occurrence of `needle` (ASCII) in `hay`,
+/// without copying `hay` (lowercasing the rest of the document at each `<script>` was quadratic).
+fn find_ignore_case(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if n.is_empty() || h.len() < n.len() {
+        return None;
+    }
+    (0..=h.len() - n.len()).find(|&i| h[i].eq_ignore_ascii_case(&n[0]) && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// Decode `&amp;`-style named references (the common ones) and numeric references.
@@ -170,5 +186,22 @@ mod tests {
         assert_eq!(html_lines("x <unclosed"), vec![(1, "x <unclosed".into())]);
         assert_eq!(decode_entities("&bogus; & &#xZZ; &#128512;"), "&bogus; & &#xZZ; 😀");
         assert!(html_lines("").is_empty());
+        assert_eq!(html_lines("<3 and <= and </>"), vec![(1, "<3 and <= and".into())]);
+        assert_eq!(html_lines("<SCRIPT>x</Script>shown"), vec![(1, "shown".into())]);
+    }
+
+    #[test]
+    fn hostile_markup_is_read_in_linear_time() {
+        // 8 MiB of "< " (a search for '>' per '<' was quadratic: >300 s), then one '>' at the end.
+        let stray = "< ".repeat(4 << 20) + ">";
+        let t = std::time::Instant::now();
+        let got = html_lines(&stray);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.starts_with("< < <") && got[0].1.len() > (8 << 20) - 8);
+        // 100k unclosed-looking script tags (each lowercased the rest of the document).
+        let scripts = "<script>a</script>b".repeat(100_000);
+        assert_eq!(html_lines(&scripts)[0].1.matches('b').count(), 100_000);
+        // A generous bound so a regression fails instead of hanging the test run.
+        assert!(t.elapsed().as_secs() < 60, "{:?}", t.elapsed());
     }
 }
