@@ -123,9 +123,10 @@ pub fn load(
     progress: &mut dyn Progress,
 ) -> Result<LoadReport> {
     let t0 = std::time::Instant::now();
-    let files = walk::files(paths, &opts.include, &opts.exclude)?;
+    let walked = walk::files(paths, &opts.include, &opts.exclude)?;
+    let files = walked.files;
     let total: u64 = files.iter().map(|f| f.1).sum();
-    let mut rep = LoadReport { files: files.len(), ..Default::default() };
+    let mut rep = LoadReport { files: files.len(), skipped: walked.errors, ..Default::default() };
     progress.start(files.len(), total);
     let mut done_before = 0u64;
     for (path, size) in &files {
