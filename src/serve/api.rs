@@ -315,3 +315,94 @@ pub async fn archival_insert(
     })
     .await
 }
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    /// The file's name (its extension picks the reader: .txt, .md, .html, .pdf, .json, .jsonl).
+    pub name: String,
+}
+
+/// Upload one document (the raw bytes as the body, its name in `?name=`) and load it into the
+/// agent's archival storage, as `pagemind load` does; answers with the load report. The file is
+/// kept under `<home>/uploads/<agent>/`, so loading it again adds nothing.
+pub async fn upload(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let file = std::path::Path::new(&q.name)
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .filter(|f| !f.starts_with('.'))
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "name: give a file name such as notes.md"))?;
+    call(&s, move |w| {
+        let mut rec = w.store.agent(&name)?;
+        let e = w.embedder.ok_or_else(|| Error::Memory("no embedding model is loaded".into()))?;
+        let dir = w.store.path().with_file_name("uploads").join(&rec.name);
+        std::fs::create_dir_all(&dir).map_err(|err| Error::file(&dir, err))?;
+        let path = dir.join(&file);
+        std::fs::write(&path, &body).map_err(|err| Error::file(&path, err))?;
+        if !rec.config.search_first {
+            rec.config.search_first = true; // a document agent searches its documents first
+            w.store.update_agent(&rec)?;
+        }
+        let opts = crate::ingest::LoadOptions::default();
+        let r = crate::ingest::load(w.store, e, &rec, &[path], &opts, &mut crate::ingest::NoProgress)?;
+        Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+    })
+    .await
+}
+
+pub async fn sources(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    call(&s, move |w| {
+        let a = w.store.agent(&name)?;
+        Ok(Json(json!({ "sources": w.store.sources(a.id)? })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct SourcePath {
+    pub path: String,
+}
+
+pub async fn remove_source(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<SourcePath>,
+) -> ApiResult<Json<Value>> {
+    call(&s, move |w| {
+        let a = w.store.agent(&name)?;
+        if w.store.source(a.id, &q.path)?.is_none() {
+            return Err(Error::Invalid(format!("'{}' is not a source of agent '{name}'", q.path)));
+        }
+        let n = w.store.source_remove(a.id, &a.embedding_model, &q.path)?;
+        w.store.flush_indexes()?;
+        Ok(Json(json!({"removed": q.path, "passages": n})))
+    })
+    .await
+}
+
+pub async fn export(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    call(&s, move |w| Ok(Json(serde_json::to_value(crate::agent::export_agent(w.store, &name)?).unwrap_or_default())))
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct ImportQuery {
+    /// Import under this name instead of the exported one.
+    pub name: Option<String>,
+}
+
+pub async fn import(
+    State(s): State<AppState>,
+    Query(q): Query<ImportQuery>,
+    Json(ex): Json<crate::agent::AgentExport>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    call(&s, move |w| {
+        let rec = crate::agent::import_agent(w.store, &ex, q.name.as_deref())?;
+        Ok((StatusCode::CREATED, Json(serde_json::to_value(rec).unwrap_or_default())))
+    })
+    .await
+}

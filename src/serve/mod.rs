@@ -34,6 +34,9 @@ use tokio::sync::mpsc;
 /// Largest request body accepted (a chat request with a long history fits easily).
 pub const BODY_LIMIT: usize = 4 << 20;
 
+/// Largest uploaded document or imported agent.
+pub const UPLOAD_LIMIT: usize = 256 << 20;
+
 /// Jobs waiting for the model thread, at most, before requests are refused with 503.
 pub const DEFAULT_QUEUE: usize = 16;
 
@@ -86,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/agents/{name}/messages", post(api::send_message))
         .route("/api/agents/{name}/recall", get(api::recall))
         .route("/api/agents/{name}/archival", get(api::archival_search).post(api::archival_insert))
+        .route("/api/agents/{name}/sources", get(api::sources).delete(api::remove_source))
+        .route("/api/agents/{name}/documents", post(api::upload).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
+        .route("/api/agents/{name}/export", get(api::export))
+        .route("/api/agents/import", post(api::import).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))

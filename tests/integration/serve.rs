@@ -239,3 +239,45 @@ fn the_official_openai_client_talks_to_an_agent() {
     assert!(!v["reply"].as_str().unwrap().is_empty() && v["finish"] == "stop", "{v}");
     assert!(!v["streamed"].as_str().unwrap().is_empty(), "{v}");
 }
+
+#[test]
+fn documents_upload_into_archival_memory_and_agents_export_and_import_over_http() {
+    let home = home_with_models();
+    let s = serve(home.path(), &[]);
+    assert_eq!(http(&s, "POST", "/api/agents", Some(json!({"name": "docs"})), None).0, 201);
+    let body = "# Pump manual\nThe pump pressure limit is 8 bar. The spare key is under the blue flowerpot.\n";
+    let r = ureq::post(&format!("{}/api/agents/docs/documents?name=manual.md", s.base))
+        .send_bytes(body.as_bytes())
+        .unwrap();
+    let report: Value = r.into_json().unwrap();
+    assert_eq!(report["loaded"], 1, "{report}");
+    let (_, src) = http(&s, "GET", "/api/agents/docs/sources", None, None);
+    let path = src["sources"][0]["path"].as_str().unwrap().to_string();
+    assert!(path.ends_with("manual.md") && src["sources"][0]["complete"] == true, "{src}");
+    let (_, hits) = http(&s, "GET", "/api/agents/docs/archival?query=where%20is%20the%20spare%20key", None, None);
+    assert!(hits["items"].to_string().contains("flowerpot"), "{hits}");
+    // The same upload again adds nothing.
+    let again: Value = ureq::post(&format!("{}/api/agents/docs/documents?name=manual.md", s.base))
+        .send_bytes(body.as_bytes())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(again["loaded"], 0, "{again}");
+
+    // Export, import under another name: the same memory, sources included.
+    let (st, ex) = http(&s, "GET", "/api/agents/docs/export", None, None);
+    assert_eq!(st, 200);
+    let (st, rec) = http(&s, "POST", "/api/agents/import?name=docs2", Some(ex), None);
+    assert_eq!(st, 201, "{rec}");
+    let (_, src2) = http(&s, "GET", "/api/agents/docs2/sources", None, None);
+    assert_eq!(src2["sources"], src["sources"]);
+
+    // Removing the source removes its passages.
+    let (st, rm) =
+        http(&s, "DELETE", &format!("/api/agents/docs/sources?path={}", path.replace('/', "%2F")), None, None);
+    assert_eq!((st, rm["passages"].as_u64().map(|n| n > 0)), (200, Some(true)), "{rm}");
+    let (_, hits) = http(&s, "GET", "/api/agents/docs/archival?query=spare%20key", None, None);
+    assert!(!hits["items"].to_string().contains("flowerpot"), "{hits}");
+    let (st, e) = http(&s, "POST", "/api/agents/docs/documents?name=..", Some(json!({})), None);
+    assert_eq!(st, 400, "{e}");
+}
