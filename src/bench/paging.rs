@@ -11,6 +11,10 @@ decode, grammar, tool and store, flush (summary) and KV save/restore seconds, pe
 Policies ([`Policy`]): `prefix` keeps the session's KV cache across steps (what `chat` does);
 `none` evaluates every prompt from scratch; `persist` saves the KV state after each turn and
 restores it into a new session before the next (every turn a new process, as `ask` runs);
+`shift` is `prefix` plus reuse after eviction ([`Session::set_shift_reuse`]): after a flush the
+kept queue's cached keys are moved to their new positions instead of evaluated again; every
+step that moved any is also evaluated from scratch in a side session to report the largest
+logit difference and whether the top token agrees (that check's time is not counted).
 `fixed` is the baseline without memory management: one chat whose history grows until the
 window is full, then stops.
 */
@@ -33,31 +37,34 @@ pub enum Policy {
     Prefix,
     None,
     Persist,
+    Shift,
     Fixed,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [Policy::Prefix, Policy::Persist, Policy::None, Policy::Fixed];
+    pub const ALL: [Policy; 5] = [Policy::Prefix, Policy::Persist, Policy::Shift, Policy::None, Policy::Fixed];
 
     pub fn name(self) -> &'static str {
         match self {
             Policy::Prefix => "prefix",
             Policy::None => "none",
             Policy::Persist => "persist",
+            Policy::Shift => "shift",
             Policy::Fixed => "fixed",
         }
     }
 
-    /// Parse a policy name; `shift` (reuse of the cache after an eviction at shifted positions)
-    /// is named in the error since it is not implemented.
+    /// Parse a policy name.
     pub fn parse(s: &str) -> Result<Self> {
         Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--policy {s}: unknown policy; use prefix, persist, none or fixed (shift, reuse after eviction, is not implemented)"
-            ))
+            Error::Invalid(format!("--policy {s}: unknown policy; use prefix, persist, shift, none or fixed"))
         })
     }
 }
+
+/// Shortest cached run moved by policy `shift` (llama.cpp's `--cache-reuse` default is 256 for
+/// long prompts; a queue message here is ~20-100 tokens).
+pub const SHIFT_MIN_CHUNK: usize = 32;
 
 /// One turn's costs.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,9 +91,28 @@ pub struct TurnCost {
     pub peak_rss_mb: f64,
     /// Calls the model wrote differently from the script (its tokenization was not allowed).
     pub diverged: usize,
+    /// Policy `shift`: tokens whose KV was moved rather than evaluated, and against a full
+    /// recompute of those steps' prompts the largest logit difference and the steps whose top
+    /// token agreed (of `shift_checked`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tokens_shifted: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shift_checked: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shift_top1_agree: usize,
+    #[serde(skip_serializing_if = "f32_zero")]
+    pub shift_max_logit_diff: f32,
     /// The fixed-context baseline only: the history no longer fits the window.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub window_full: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn f32_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 /// The user message of turn `t`: varied lengths, facts to save and questions.
@@ -124,6 +150,15 @@ struct Acc {
     grammar: Duration,
     total: Duration,
     diverged: usize,
+    /// Policy `shift`: the prompt evaluation done before decoding (tokens evaluated, reused,
+    /// moved), the side recompute's time and what it found.
+    evaluated: usize,
+    reused: usize,
+    shifted: usize,
+    check: Duration,
+    checked: usize,
+    agree: usize,
+    max_diff: f32,
 }
 
 /// Decodes the scripted calls with the real model under the grammar.
@@ -133,13 +168,44 @@ struct Scripted<'m> {
     format: StepFormat,
     /// Policy `none`: forget the cache before every evaluation.
     cold: bool,
+    /// Policy `shift`: evaluate the prompt first (moving kept chunks) and check it.
+    shift: bool,
     acc: Acc,
+}
+
+impl Scripted<'_> {
+    /// Policy `shift`: evaluate the prompt (the decode then finds it cached) and compare the
+    /// logits with a recompute when any KV was moved.
+    fn eval_and_check(&mut self, prompt: &[u32]) -> Result<()> {
+        let t0 = Instant::now();
+        let logits = self.inner.session.eval(prompt)?;
+        self.acc.prefill += t0.elapsed();
+        self.acc.total += t0.elapsed();
+        let last = self.inner.session.last;
+        self.acc.evaluated += last.evaluated;
+        self.acc.reused += last.reused;
+        self.acc.shifted += last.shifted;
+        if last.shifted > 0 {
+            let t = Instant::now();
+            let model = self.inner.session.model();
+            let fresh = Session::new(model, self.inner.session.n_ctx())?.eval(prompt)?;
+            let d = logits.iter().zip(&fresh).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            self.acc.max_diff = self.acc.max_diff.max(d);
+            self.acc.checked += 1;
+            self.acc.agree += usize::from(crate::runtime::argmax(&logits) == crate::runtime::argmax(&fresh));
+            self.acc.check += t.elapsed();
+        }
+        Ok(())
+    }
 }
 
 impl StepModel for Scripted<'_> {
     fn step(&mut self, prompt: &[u32], on_token: &mut dyn FnMut(u32)) -> Result<(ToolCall, String, StepStats)> {
         if self.cold {
             self.inner.session.reset();
+        }
+        if self.shift {
+            self.eval_and_check(prompt)?;
         }
         let want = self.calls.pop_front().unwrap_or_else(|| ToolCall {
             thoughts: "Done.".into(),
@@ -198,8 +264,12 @@ impl PagingRun<'_> {
             calls: VecDeque::new(),
             format: StepFormat::of(self.model),
             cold: policy == Policy::None,
+            shift: policy == Policy::Shift,
             acc: Acc::default(),
         };
+        if policy == Policy::Shift {
+            steps.inner.session.set_shift_reuse(Some(SHIFT_MIN_CHUNK));
+        }
         let kv_file = dir.path().join("bench.kv");
         let mut out = vec![];
         for t in 0..self.turns {
@@ -219,12 +289,22 @@ impl PagingRun<'_> {
                 cost.kv_save_s = s.seconds;
                 cost.kv_bytes = s.bytes;
             }
-            cost.turn_s = t0.elapsed().as_secs_f64();
+            cost.turn_s = (t0.elapsed() - steps.acc.check).as_secs_f64();
             cost.steps = r.steps.len();
             cost.prompt_tokens = r.steps.last().map_or(0, |s| s.prompt_tokens);
             cost.tokens_evaluated =
                 r.steps.iter().map(|s| s.tokens_evaluated).sum::<usize>() + r.flush_tokens_evaluated;
             cost.tokens_reused = r.steps.iter().map(|s| s.tokens_reused).sum::<usize>() + r.flush_tokens_reused;
+            if steps.shift {
+                // Each step's own evaluation found the prompt cached but its last token: count
+                // the evaluation done before each decode instead.
+                cost.tokens_evaluated = steps.acc.evaluated + r.flush_tokens_evaluated;
+                cost.tokens_reused = steps.acc.reused + r.flush_tokens_reused;
+                cost.tokens_shifted = steps.acc.shifted;
+                cost.shift_checked = steps.acc.checked;
+                cost.shift_top1_agree = steps.acc.agree;
+                cost.shift_max_logit_diff = steps.acc.max_diff;
+            }
             cost.prefill_s = steps.acc.prefill.as_secs_f64();
             cost.grammar_s = steps.acc.grammar.as_secs_f64();
             cost.decode_s = (steps.acc.total - steps.acc.prefill - steps.acc.grammar).as_secs_f64();
@@ -318,6 +398,10 @@ pub fn summary(turns: &[TurnCost]) -> serde_json::Value {
         "first_tenth_mean_turn_s": mean_of(first),
         "last_tenth_mean_turn_s": mean_of(last),
         "diverged_calls": turns.iter().map(|c| c.diverged).sum::<usize>(),
+        "tokens_shifted": turns.iter().map(|c| c.tokens_shifted).sum::<usize>(),
+        "shift_checked_steps": turns.iter().map(|c| c.shift_checked).sum::<usize>(),
+        "shift_top1_agree": turns.iter().map(|c| c.shift_top1_agree).sum::<usize>(),
+        "shift_max_logit_diff": turns.iter().map(|c| c.shift_max_logit_diff).fold(0.0f32, f32::max),
         "peak_rss_mb": turns.iter().map(|c| c.peak_rss_mb).fold(0.0, f64::max),
     })
 }

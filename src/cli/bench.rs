@@ -59,8 +59,8 @@ pub enum BenchCmd {
         turns: usize,
         #[arg(long, default_value_t = pagemind::agent::DEFAULT_WINDOW)]
         context_window: usize,
-        /// Policies to run, comma-separated: prefix, persist, none, fixed.
-        #[arg(long, value_delimiter = ',', default_value = "prefix,persist,none,fixed")]
+        /// Policies to run, comma-separated: prefix, persist, shift, none, fixed.
+        #[arg(long, value_delimiter = ',', default_value = "prefix,persist,shift,none,fixed")]
         policy: Vec<String>,
         /// Run without the embedding model (archival calls then fail, cheaply).
         #[arg(long)]

@@ -121,4 +121,25 @@ impl KvCache {
         self.len = len;
         Ok(())
     }
+
+    /// Copies of the keys and values of positions `start..start + n` of every layer.
+    pub fn copy_range(&self, start: usize, n: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for slot in &self.layers {
+            let (k, v) = slot.as_ref().ok_or_else(|| crate::Error::Invalid("empty KV cache".into()))?;
+            out.push((k.narrow(2, start, n)?.contiguous()?, v.narrow(2, start, n)?.contiguous()?));
+        }
+        Ok(out)
+    }
+
+    /// Append the same number of positions to every layer (`[1, kv_heads, n, head_dim]` each).
+    pub fn push_layers(&mut self, layers: &[(Tensor, Tensor)]) -> Result<()> {
+        let Some(n) = layers.first().map(|(k, _)| k.dim(2)).transpose()? else { return Ok(()) };
+        self.reserve(n)?;
+        for (l, (k, v)) in layers.iter().enumerate() {
+            self.append(l, k, v)?;
+        }
+        self.advance(n);
+        Ok(())
+    }
 }

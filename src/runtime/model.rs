@@ -338,6 +338,33 @@ impl Transformer {
     }
 }
 
+impl Transformer {
+    /// Keys `[1, kv_heads, t, head_dim]` rotated as if `delta` positions later (earlier when
+    /// negative): RoPE rotations compose, so cached keys moved to new positions need only this
+    /// (reuse after eviction; values carry no position).
+    pub fn rerotate_keys(&self, k: &Tensor, delta: i64) -> Result<Tensor> {
+        let c = &self.config;
+        let t = k.dim(2)?;
+        let half = c.head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for _ in 0..t {
+            for i in 0..half {
+                let f = 1.0 / (c.rope_theta as f64).powf(2.0 * i as f64 / c.head_dim as f64);
+                let a = delta as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (t, half), &self.device)?;
+        let sin = Tensor::from_vec(sin, (t, half), &self.device)?;
+        let k = k.contiguous()?;
+        Ok(match c.arch {
+            Arch::Llama => candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+            Arch::Qwen2 => candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+        })
+    }
+}
+
 /// cos/sin tables `[positions, head_dim/2]`.
 fn rope_tables(head_dim: usize, theta: f32, positions: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();

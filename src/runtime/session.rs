@@ -25,6 +25,9 @@ pub struct EvalStats {
     pub reused: usize,
     /// Tokens run through the model.
     pub evaluated: usize,
+    /// Of the reused tokens, those whose keys/values were moved to new positions (reuse after
+    /// eviction, [`Session::set_shift_reuse`]).
+    pub shifted: usize,
     pub elapsed: Duration,
 }
 
@@ -54,6 +57,8 @@ pub struct Session<'m> {
     model: &'m ChatModel,
     cache: KvCache,
     tokens: Vec<u32>,
+    /// Reuse cached chunks at shifted positions, at least this many tokens long.
+    shift_min: Option<usize>,
     /// Stats of the last eval.
     pub last: EvalStats,
 }
@@ -62,7 +67,13 @@ impl<'m> Session<'m> {
     /// A session whose cache holds up to `n_ctx` tokens (at most the model's context length).
     pub fn new(model: &'m ChatModel, n_ctx: usize) -> Result<Self> {
         let n_ctx = n_ctx.min(model.weights.config.context_length);
-        Ok(Self { model, cache: model.weights.new_cache(n_ctx), tokens: vec![], last: EvalStats::default() })
+        Ok(Self {
+            model,
+            cache: model.weights.new_cache(n_ctx),
+            tokens: vec![],
+            shift_min: None,
+            last: EvalStats::default(),
+        })
     }
 
     /// The model this session runs.
@@ -78,6 +89,11 @@ impl<'m> Session<'m> {
     /// Tokens currently in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// Copies of the cached keys and values of positions `start..start + n`, per layer.
+    pub fn cache_range(&self, start: usize, n: usize) -> Result<Vec<(candle_core::Tensor, candle_core::Tensor)>> {
+        self.cache.copy_range(start, n)
     }
 
     /// Forget everything.
@@ -97,11 +113,57 @@ impl<'m> Session<'m> {
         let mut common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
         // The last prompt token must be evaluated to get its logits.
         common = common.min(prompt.len() - 1);
+        let t0 = Instant::now();
+        if let Some(min) = self.shift_min.filter(|_| common < self.tokens.len()) {
+            if let Some((at, from, n)) = find_chunk(&self.tokens, prompt, common, min) {
+                return self.eval_moving(prompt, common, at, from, n, t0);
+            }
+        }
         self.cache.truncate(common);
         self.tokens.truncate(common);
-        let t0 = Instant::now();
         let logits = self.feed_inner(&prompt[common..])?;
-        self.last = EvalStats { reused: common, evaluated: prompt.len() - common, elapsed: t0.elapsed() };
+        self.last = EvalStats { reused: common, evaluated: prompt.len() - common, shifted: 0, elapsed: t0.elapsed() };
+        Ok(logits)
+    }
+
+    /// Reuse after eviction (llama.cpp's `--cache-reuse`): when the prompt diverges from the
+    /// cache (a flush replaced the summary and dropped the oldest messages), a run of at least
+    /// `min_chunk` cached tokens that reappears later in the prompt (the kept queue) keeps its
+    /// values, and its keys are re-rotated to their new positions instead of evaluated again.
+    /// Not exact: those keys and values were computed attending to the old summary and the
+    /// evicted messages (`bench paging --policy shift` and `runtime::reuse_after_eviction_...`
+    /// measure what it costs). `None` (the default) evaluates everything after the common prefix.
+    pub fn set_shift_reuse(&mut self, min_chunk: Option<usize>) {
+        self.shift_min = min_chunk.map(|m| m.max(CHUNK_KEY));
+    }
+
+    /// Evaluate `prompt[common..at]`, move the cached run `from..from + n` to `at..at + n`,
+    /// evaluate the rest.
+    fn eval_moving(
+        &mut self,
+        prompt: &[u32],
+        common: usize,
+        at: usize,
+        from: usize,
+        n: usize,
+        t0: Instant,
+    ) -> Result<Vec<f32>> {
+        let moved = self.cache.copy_range(from, n)?;
+        self.cache.truncate(common);
+        self.tokens.truncate(common);
+        if at > common {
+            self.feed_inner(&prompt[common..at])?;
+        }
+        let delta = at as i64 - from as i64;
+        let mut shifted = Vec::with_capacity(moved.len());
+        for (k, v) in moved {
+            shifted.push((self.model.weights.rerotate_keys(&k, delta)?, v));
+        }
+        self.cache.push_layers(&shifted)?;
+        self.tokens.extend_from_slice(&prompt[at..at + n]);
+        let logits = self.feed_inner(&prompt[at + n..])?;
+        self.last =
+            EvalStats { reused: common + n, evaluated: prompt.len() - common - n, shifted: n, elapsed: t0.elapsed() };
         Ok(logits)
     }
 
@@ -226,4 +288,29 @@ impl<'m> Session<'m> {
 fn cut_positions(v: &[f32], heads: usize, len: usize, n: usize) -> Vec<f32> {
     let dim = v.len() / (heads * len).max(1);
     (0..heads).flat_map(|h| &v[h * len * dim..h * len * dim + n * dim]).copied().collect()
+}
+
+/// Length of the token n-grams that index cached runs for [`Session::set_shift_reuse`].
+const CHUNK_KEY: usize = 4;
+
+/// The first position `at >= from` of `new` where a run of at least `min` tokens of `old` (from
+/// `from` on) reappears, ending before `new`'s last token: `(at, position in old, length)`.
+fn find_chunk(old: &[u32], new: &[u32], from: usize, min: usize) -> Option<(usize, usize, usize)> {
+    let last = new.len().checked_sub(1)?;
+    if old.len() < from + min || last < from + min {
+        return None;
+    }
+    let mut index: std::collections::HashMap<&[u32], Vec<usize>> = std::collections::HashMap::new();
+    for j in from..=old.len() - CHUNK_KEY {
+        index.entry(&old[j..j + CHUNK_KEY]).or_default().push(j);
+    }
+    for at in from..=last - min {
+        let Some(js) = index.get(&new[at..at + CHUNK_KEY]) else { continue };
+        let best =
+            js.iter().map(|&j| (old[j..].iter().zip(&new[at..last]).take_while(|(a, b)| a == b).count(), j)).max()?;
+        if best.0 >= min {
+            return Some((at, best.1, best.0));
+        }
+    }
+    None
 }

@@ -19,7 +19,7 @@ fn bench_paging_runs_each_policy_and_plots_it() {
             "--context-window",
             "1024",
             "--policy",
-            "prefix,persist,none,fixed",
+            "prefix,persist,shift,none,fixed",
             "--no-embedder",
             "--plot",
         ])
@@ -27,7 +27,7 @@ fn bench_paging_runs_each_policy_and_plots_it() {
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let turns = |p: &str| lines.iter().filter(|l| l["policy"] == p).cloned().collect::<Vec<_>>();
     let summary = |p: &str| lines.iter().find(|l| l["summary"]["policy"] == p).unwrap()["summary"].clone();
-    for p in ["prefix", "persist", "none"] {
+    for p in ["prefix", "persist", "shift", "none"] {
         let t = turns(p);
         assert_eq!(t.len(), 3, "{p}: {out}");
         // The script's calls are what the model wrote, and every turn ends with its message.
@@ -51,9 +51,9 @@ fn bench_paging_runs_each_policy_and_plots_it() {
     let sizes: Vec<u64> = fixed.iter().map(|c| c["prompt_tokens"].as_u64().unwrap()).collect();
     assert!(sizes.windows(2).all(|w| w[1] > w[0]), "{sizes:?}");
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 8, "two panels of four policies");
+    assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 10, "two panels of five policies");
 
     // A policy that does not exist is a one-line error naming the flag.
-    let bad = run(pagemind(Some(home.path())).args(["bench", "paging", "--model", SMOLLM, "--policy", "shift"]));
-    assert_clean_error(&bad, "--policy shift");
+    let bad = run(pagemind(Some(home.path())).args(["bench", "paging", "--model", SMOLLM, "--policy", "shfit"]));
+    assert_clean_error(&bad, "--policy shfit");
 }

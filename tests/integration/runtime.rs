@@ -292,3 +292,63 @@ fn a_saved_kv_state_restores_exactly_in_a_new_session() {
     assert!(r.skipped.as_deref().unwrap_or("").contains("do not fit"), "{r:?}");
     assert!(small.tokens().is_empty());
 }
+
+#[test]
+fn rerotated_keys_equal_keys_computed_at_the_new_position() {
+    // Layer 0's keys depend only on the token and its position, so moving them is checkable
+    // exactly: "B" after a 3-token prefix, then after a 9-token one.
+    let m = util::smollm();
+    let b = m.tokenizer.encode(" the pump pressure limit is eight bar", false).unwrap();
+    let short = [m.tokenizer.encode("One two three", false).unwrap(), b.clone()].concat();
+    let long = [m.tokenizer.encode("One two three four five six seven eight nine", false).unwrap(), b.clone()].concat();
+    let (ps, pl) = (short.len() - b.len(), long.len() - b.len());
+    let keys = |p: &[u32], at: usize| {
+        let mut s = Session::new(m, 64).unwrap();
+        s.eval(p).unwrap();
+        let (k, _) = s.cache_range(at, b.len()).unwrap().remove(0);
+        k
+    };
+    let moved = m.weights.rerotate_keys(&keys(&short, ps), (pl - ps) as i64).unwrap();
+    let direct = keys(&long, pl);
+    let d = (moved - direct).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d < 1e-3, "re-rotated keys differ by {d}");
+}
+
+#[test]
+fn reuse_after_eviction_moves_the_kept_queue_and_stays_close_to_a_recompute() {
+    let m = util::smollm();
+    let enc = |t: &str| m.tokenizer.encode(t, false).unwrap();
+    let system = m.tokenizer.encode_prompt("You are a helpful assistant with a long memory of the user.").unwrap();
+    let kept = enc(" The user said their sister Ines lives in Porto and works as a nurse at the city hospital. \
+        They also mentioned a cat named Biscuit who likes to sleep on the piano, and a trip to Kyoto planned for April.");
+    let old = [
+        system.clone(),
+        enc(" Summary: nothing yet."),
+        enc(" Old talk about the weather and the bus."),
+        kept.clone(),
+        enc(" Bye."),
+    ]
+    .concat();
+    let new = [
+        system.clone(),
+        enc(" Summary: they talked about weather and buses."),
+        kept.clone(),
+        enc(" Where does Ines live?"),
+    ]
+    .concat();
+    let mut s = Session::new(m, 512).unwrap();
+    s.eval(&old).unwrap();
+    s.set_shift_reuse(Some(16));
+    let got = s.eval(&new).unwrap();
+    assert!(s.last.shifted + 2 >= kept.len(), "the kept run moves: {:?} of {}", s.last, kept.len());
+    assert_eq!(s.last.reused + s.last.evaluated, new.len());
+    let fresh = Session::new(m, 512).unwrap().eval(&new).unwrap();
+    let d = max_diff(&got, &fresh);
+    eprintln!(
+        "reuse after eviction: {} of {} tokens moved, max |logit diff| {d:.3}, same top-1: {}",
+        s.last.shifted,
+        new.len(),
+        argmax(&got) == argmax(&fresh)
+    );
+    assert!(d.is_finite() && d < 5.0, "{d}");
+}
