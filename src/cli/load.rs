@@ -99,12 +99,7 @@ pub fn run_load(g: &Global, a: LoadArgs) -> Result<()> {
         store.create_agent(&a.agent, c.agent_model(), &c.default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
         eprintln!("created agent '{}'", a.agent);
     }
-    let mut rec = store.agent(&a.agent)?;
-    if !rec.config.search_first {
-        // A document agent searches its documents first in every turn.
-        rec.config.search_first = true;
-        store.update_agent(&rec)?;
-    }
+    let rec = pagemind::ingest::make_document_agent(&store, &a.agent)?;
     ensure_model(&models, &rec.embedding_model)?;
     let embedder = super::embed::load_embedder(g, Some(&rec.embedding_model))?;
     let stop = Arc::new(AtomicBool::new(false));

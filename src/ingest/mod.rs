@@ -113,6 +113,17 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// Mark agent `name` as a document agent (each turn searches its documents first), as `load`
+/// does before loading; returns its record.
+pub fn make_document_agent(store: &MemoryStore, name: &str) -> Result<AgentRecord> {
+    let mut rec = store.agent(name)?;
+    if !rec.config.search_first {
+        rec.config.search_first = true;
+        store.update_agent(&rec)?;
+    }
+    Ok(rec)
+}
+
 /// Load `paths` into `agent`'s archival storage; see the module docs.
 pub fn load(
     store: &MemoryStore,

@@ -89,14 +89,15 @@ impl KvCache {
         self.len += t;
     }
 
-    /// Keys and values of the valid positions of `layer`, each `[n_kv_heads, len, head_dim]`
-    /// flattened (copied to the host).
-    pub fn layer_data(&self, layer: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// Keys and values of the first `n` valid positions of `layer`, each
+    /// `[n_kv_heads, n, head_dim]` flattened (copied to the host).
+    pub fn layer_data(&self, layer: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = n.min(self.len);
         let flat = |t: &Tensor| -> Result<Vec<f32>> {
-            Ok(t.narrow(2, 0, self.len)?.contiguous()?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            Ok(t.narrow(2, 0, n)?.contiguous()?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         };
         match self.layers.get(layer).and_then(|s| s.as_ref()) {
-            Some((k, v)) if self.len > 0 => Ok((flat(k)?, flat(v)?)),
+            Some((k, v)) if n > 0 => Ok((flat(k)?, flat(v)?)),
             _ => Ok((vec![], vec![])),
         }
     }

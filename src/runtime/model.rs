@@ -346,17 +346,12 @@ impl Transformer {
         let c = &self.config;
         let t = k.dim(2)?;
         let half = c.head_dim / 2;
-        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
-        for _ in 0..t {
-            for i in 0..half {
-                let f = 1.0 / (c.rope_theta as f64).powf(2.0 * i as f64 / c.head_dim as f64);
-                let a = delta as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
-        let cos = Tensor::from_vec(cos, (t, half), &self.device)?;
-        let sin = Tensor::from_vec(sin, (t, half), &self.device)?;
+        // One rotation for every position: the angles depend on the shift, not the position.
+        let angles: Vec<f64> =
+            (0..half).map(|i| delta as f64 / (c.rope_theta as f64).powf(2.0 * i as f64 / c.head_dim as f64)).collect();
+        let row = |f: fn(f64) -> f64| angles.iter().map(|&a| f(a) as f32).collect::<Vec<f32>>();
+        let cos = Tensor::from_vec(row(f64::cos), (1, half), &self.device)?.repeat((t, 1))?;
+        let sin = Tensor::from_vec(row(f64::sin), (1, half), &self.device)?.repeat((t, 1))?;
         let k = k.contiguous()?;
         Ok(match c.arch {
             Arch::Llama => candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,

@@ -244,17 +244,8 @@ impl<'m> Session<'m> {
     pub fn save_state(&self, path: &Path, upto: Option<usize>) -> Result<KvTransfer> {
         let t0 = Instant::now();
         let n = upto.unwrap_or(usize::MAX).min(self.tokens.len());
-        let (layers, heads, len) =
-            (self.model.weights.config.n_layer, self.model.weights.config.n_head_kv, self.tokens.len());
-        let mut cache_view = Vec::with_capacity(layers);
-        for l in 0..layers {
-            let (k, v) = self.cache.layer_data(l)?;
-            cache_view.push(if n == len {
-                (k, v)
-            } else {
-                (cut_positions(&k, heads, len, n), cut_positions(&v, heads, len, n))
-            });
-        }
+        let cache_view =
+            (0..self.model.weights.config.n_layer).map(|l| self.cache.layer_data(l, n)).collect::<Result<Vec<_>>>()?;
         let file = KvFile { header: self.kv_header(n), tokens: self.tokens[..n].to_vec(), layers: cache_view };
         let bytes = file.write(path)?;
         Ok(KvTransfer { tokens: n, bytes, seconds: t0.elapsed().as_secs_f64(), skipped: None })
@@ -282,12 +273,6 @@ impl<'m> Session<'m> {
         self.tokens = file.tokens;
         Ok(KvTransfer { tokens: self.tokens.len(), bytes, seconds: t0.elapsed().as_secs_f64(), skipped: None })
     }
-}
-
-/// The first `n` of `len` positions of a `[heads, len, dim]` flattened buffer.
-fn cut_positions(v: &[f32], heads: usize, len: usize, n: usize) -> Vec<f32> {
-    let dim = v.len() / (heads * len).max(1);
-    (0..heads).flat_map(|h| &v[h * len * dim..h * len * dim + n * dim]).copied().collect()
 }
 
 /// Length of the token n-grams that index cached runs for [`Session::set_shift_reuse`].

@@ -337,16 +337,12 @@ pub async fn upload(
         .filter(|f| !f.starts_with('.'))
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "name: give a file name such as notes.md"))?;
     call(&s, move |w| {
-        let mut rec = w.store.agent(&name)?;
         let e = w.embedder.ok_or_else(|| Error::Memory("no embedding model is loaded".into()))?;
+        let rec = crate::ingest::make_document_agent(w.store, &name)?;
         let dir = w.store.path().with_file_name("uploads").join(&rec.name);
         std::fs::create_dir_all(&dir).map_err(|err| Error::file(&dir, err))?;
         let path = dir.join(&file);
         std::fs::write(&path, &body).map_err(|err| Error::file(&path, err))?;
-        if !rec.config.search_first {
-            rec.config.search_first = true; // a document agent searches its documents first
-            w.store.update_agent(&rec)?;
-        }
         let opts = crate::ingest::LoadOptions::default();
         let r = crate::ingest::load(w.store, e, &rec, &[path], &opts, &mut crate::ingest::NoProgress)?;
         Ok(Json(serde_json::to_value(r).unwrap_or_default()))
