@@ -5,6 +5,12 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::var_os(pagemind::ingest::pdf::CHILD_ENV).is_some() {
+        return pagemind::ingest::pdf::child_main();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        pagemind::ingest::pdf::isolate_with(exe);
+    }
     reuse_large_buffers();
     quiet_on_closed_pipe();
     match cli::run() {

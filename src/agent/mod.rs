@@ -40,6 +40,10 @@ use std::time::Instant;
 
 /// Agent state key of the working context's text and the blocks it shows.
 const WORKING_STATE: &str = "working_context";
+/// Agent state set (durably) before a reply's first streamed piece is shown and cleared once the
+/// reply is committed: if a process dies in between, the next one records in recall that the
+/// user saw a reply that was cut off ([`Agent::open`]).
+pub const SHOWING_STATE: &str = "showing_reply";
 
 /// Characters of a function result shown to the model, at most.
 pub const RESULT_LIMIT: usize = 3000;
@@ -177,6 +181,9 @@ pub trait Observer {
     fn message_delta(&mut self, _text: &str) {}
     /// A complete message to the user (already stored).
     fn message(&mut self, _text: &str) {}
+    /// The message streamed so far was abandoned (its step outgrew the window and is taken
+    /// again after a flush); recall records that it was cut off.
+    fn message_cut(&mut self) {}
     /// One line describing a memory operation.
     fn memory_op(&mut self, _line: &str) {}
     /// A finished step.
@@ -302,6 +309,10 @@ impl<'a> Agent<'a> {
             turn_floor: u64::MAX,
         };
         a.load_working_context()?;
+        if a.store.get_state(a.record.id, SHOWING_STATE)?.is_some_and(|v| v == serde_json::json!(true)) {
+            a.push(events::system_alert(prompts::CUT_OFF))?;
+            a.store.set_state(a.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
+        }
         let system = a.fixed_tokens;
         let reserve = step_reserve(a.window);
         if system + reserve > a.window {
@@ -385,6 +396,11 @@ impl<'a> Agent<'a> {
     pub fn prompt_tokens(&self) -> Result<Vec<u32>> {
         let text = self.with_context(|c| self.model.render_chat(&c.messages(), true))?;
         self.encoder.borrow_mut().encode_prompt(&self.model.tokenizer, &text)
+    }
+
+    /// The working context as the next prompt shows it (core memory and stats).
+    pub fn working_text(&self) -> &str {
+        &self.working
     }
 
     /// Token usage per section.
@@ -487,10 +503,15 @@ impl<'a> Agent<'a> {
             } else {
                 None
             };
+            let (store, agent_id) = (self.store, self.record.id);
+            let mut showing = false;
             let mut on_token = |t| {
                 ids.push(t);
                 if let Ok(text) = tokenizer.decode(&ids, false) {
                     if let Some(d) = stream.delta(&text) {
+                        if !showing {
+                            showing = store.set_state(agent_id, SHOWING_STATE, &serde_json::json!(true)).is_ok();
+                        }
                         obs.message_delta(&d);
                     }
                 }
@@ -506,6 +527,11 @@ impl<'a> Agent<'a> {
                 // each flush frees more).
                 Err(Error::ContextOverflow { .. }) if retried < 2 => {
                     retried += 1;
+                    if showing {
+                        obs.message_cut();
+                        self.push(events::system_alert(prompts::CUT_TOO_LONG))?;
+                        self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
+                    }
                     let cost = self.flush(steps)?;
                     out.add_flush(&cost);
                     continue;
@@ -522,6 +548,9 @@ impl<'a> Agent<'a> {
                 request_heartbeat: call.continues(),
             });
             self.push(m)?;
+            if showing {
+                self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
+            }
             let outcome = self.run_tool(&call);
             let (ok, result) = match &outcome.result {
                 Ok(t) => (true, t.clone()),
@@ -634,11 +663,25 @@ impl MessageStream {
                 '\\' => match chars.next() {
                     Some('n') => out.push('\n'),
                     Some('t') => out.push('\t'),
+                    Some('r') => out.push('\r'),
+                    Some('b' | 'f') => {}
+                    Some('u') => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        match u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 4).and_then(char::from_u32) {
+                            Some(c) => out.push(c),
+                            // Incomplete (or a surrogate pair's half): wait for more text.
+                            None => break,
+                        }
+                    }
                     Some(o) => out.push(o),
                     None => break,
                 },
                 c => out.push(c),
             }
+        }
+        // A character whose bytes are not all decoded yet shows as U+FFFD at the end: wait.
+        while out.ends_with('\u{FFFD}') {
+            out.pop();
         }
         let n = out.chars().count();
         if n <= self.shown {
@@ -647,5 +690,30 @@ impl MessageStream {
         let d: String = out.chars().skip(self.shown).collect();
         self.shown = n;
         Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageStream;
+
+    /// Feed growing decodings of one step; what the stream would show, piece by piece.
+    fn shown(steps: &[&str]) -> Vec<String> {
+        let mut s = MessageStream::default();
+        steps.iter().filter_map(|t| s.delta(t)).collect()
+    }
+
+    #[test]
+    fn a_streamed_reply_never_shows_half_a_character_or_a_raw_escape() {
+        let head = r#"{"function": "send_message", "arguments": {"message": ""#;
+        let pieces = shown(&[
+            &format!("{head}Caf"),
+            &format!("{head}Caf\u{FFFD}"), // the first byte of 'é' only
+            &format!("{head}Café"),
+            &format!("{head}Café \\u00"),
+            &format!("{head}Café \\u00e9 \\\"ok\\\"\\n"),
+        ]);
+        assert_eq!(pieces, ["Caf", "é", " ", "é \"ok\"\n"]);
+        assert_eq!(pieces.concat(), "Café é \"ok\"\n");
     }
 }

@@ -127,6 +127,13 @@ impl Observer for Terminal {
         }
         self.streamed.clear();
     }
+    fn message_cut(&mut self) {
+        if !self.streamed.is_empty() {
+            println!();
+            println!("[reply cut off: it outgrew the context window; the agent tries again]");
+            self.streamed.clear();
+        }
+    }
     fn memory_op(&mut self, line: &str) {
         if self.dim {
             println!("\x1b[2m[{line}]\x1b[0m");

@@ -29,6 +29,15 @@ pub enum DebugCmd {
         #[arg(long, default_value_t = 3)]
         steps: usize,
     },
+    /// Check the invariants a crash must not break (queue vs summary, passages vs sources and
+    /// vectors, the archival index vs exact search); prints each problem, exits 1 if any.
+    Check {
+        #[arg(long)]
+        agent: String,
+    },
+    /// Write a tiny random-weight chat model (a complete GGUF, ~40 KB) to FILE: for crash and
+    /// load tests that need a model that is fast rather than sensible.
+    TinyModel { file: std::path::PathBuf },
 }
 
 /// A deterministic unit vector for `seed` (no model needed).
@@ -51,6 +60,21 @@ pub fn run(g: &Global, cmd: DebugCmd) -> Result<()> {
     match cmd {
         DebugCmd::WriteStream { agent, count } => write_stream(g, &agent, count),
         DebugCmd::Logits { model, prompt_tokens, steps } => logits(g, model.as_deref(), prompt_tokens, steps),
+        DebugCmd::Check { agent } => {
+            let store = open_store(g)?;
+            let a = store.agent(&agent)?;
+            let problems = store.check_agent(a.id, &a.embedding_model)?;
+            for p in &problems {
+                println!("{p}");
+            }
+            anyhow::ensure!(problems.is_empty(), "agent '{agent}': {} invariant(s) broken", problems.len());
+            Ok(())
+        }
+        DebugCmd::TinyModel { file } => {
+            let bytes = pagemind::runtime::synthetic::tiny_gguf(&Default::default(), 1)?;
+            std::fs::write(&file, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(())
+        }
     }
 }
 

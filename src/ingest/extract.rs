@@ -8,6 +8,7 @@ reported; a NUL byte in the first 8 KiB marks a binary file, which is skipped.
 
 use super::chunk::Segment;
 use super::html::html_lines;
+use super::pdf::pdf_pages;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -28,6 +29,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Kind; 6] = [Kind::Text, Kind::Markdown, Kind::Html, Kind::Pdf, Kind::Json, Kind::Jsonl];
+
+    /// The usual file extension of this kind ([`Kind::of`] maps it back).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Kind::Text => "txt",
+            Kind::Markdown => "md",
+            Kind::Html => "html",
+            Kind::Pdf => "pdf",
+            Kind::Json => "json",
+            Kind::Jsonl => "jsonl",
+        }
+    }
+
     /// From the file extension; `None` for files `load` skips.
     pub fn of(path: &Path) -> Option<Kind> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
@@ -242,52 +258,4 @@ pub fn strings(v: &serde_json::Value, path: &str) -> Vec<(String, String)> {
         _ => {}
     }
     out
-}
-
-/// Text of each page of a PDF; encrypted or broken files are a [`Skip`].
-fn pdf_pages(bytes: &[u8]) -> Result<Vec<String>, Skip> {
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| Skip(format!("unreadable PDF: {e}")))?;
-    if doc.is_encrypted() {
-        return Err(Skip("encrypted PDF (decrypt it first, e.g. `qpdf --decrypt in.pdf out.pdf`)".into()));
-    }
-    // pdf-extract can panic on malformed fonts; contain it to this file.
-    let r = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes));
-    match r {
-        Ok(Ok(pages)) if pages.iter().any(|p| !p.trim().is_empty()) => Ok(pages),
-        Ok(Ok(_)) => Err(Skip("PDF has no text layer (scanned? run OCR first)".into())),
-        Ok(Err(e)) => Err(Skip(format!("unreadable PDF: {e}"))),
-        Err(_) => Err(Skip("unreadable PDF: the text extractor failed on this file".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_lines_are_cut_at_character_boundaries() {
-        let s = "é".repeat(MAX_LINE); // 2 bytes each
-        let mut r = std::io::Cursor::new(s.as_bytes());
-        let mut buf = vec![];
-        let n = read_line_bounded(&mut r, &mut buf).unwrap();
-        assert!(n <= MAX_LINE && n > MAX_LINE - 4);
-        assert!(std::str::from_utf8(&buf).is_ok());
-        let mut total = n;
-        loop {
-            buf.clear();
-            let n = read_line_bounded(&mut r, &mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(std::str::from_utf8(&buf).is_ok());
-            total += n;
-        }
-        assert_eq!(total, s.len());
-    }
-
-    #[test]
-    fn json_strings_in_document_order_with_paths() {
-        let v: serde_json::Value = serde_json::from_str(r#"{"a":"x","b":[1,{"c":"y"}],"d":" "}"#).unwrap();
-        assert_eq!(strings(&v, "$"), vec![("$.a".into(), "x".into()), ("$.b[1].c".into(), "y".into())]);
-    }
 }

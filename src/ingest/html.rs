@@ -41,9 +41,16 @@ pub fn html_lines(html: &str) -> Vec<(u64, String)> {
     let mut line = 1u64;
     let mut rest = html;
     let flush = |cur: &mut String, cur_line: u64, out: &mut Vec<(u64, String)>| {
-        let t = cur.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Entities first: a character reference to a newline or a control character is
+        // whitespace in the text, as a browser shows it (a segment stays one line).
+        let decoded = decode_entities(cur);
+        let t = decoded
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         if !t.is_empty() {
-            out.push((cur_line, decode_entities(&t)));
+            out.push((cur_line, t));
         }
         cur.clear();
     };

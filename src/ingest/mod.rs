@@ -25,6 +25,7 @@ println!("{} chunks from {} files", report.chunks, report.loaded);
 pub mod chunk;
 pub mod extract;
 pub mod html;
+pub mod pdf;
 pub mod walk;
 
 use crate::embed::Embedder;

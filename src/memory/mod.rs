@@ -28,6 +28,7 @@ assert_eq!(hits.total, 1);
 
 mod agents;
 mod archival;
+mod check;
 mod context_cache;
 mod import;
 mod index;

@@ -16,6 +16,7 @@ mod model;
 mod prompt_encoder;
 mod sampler;
 mod session;
+pub mod synthetic;
 mod template;
 mod tokenizer;
 

@@ -230,7 +230,7 @@ impl GgufTokenizer {
 }
 
 /// GPT-2's reversible byte -> printable-char map.
-fn byte_level_alphabet() -> Vec<(u8, char)> {
+pub(crate) fn byte_level_alphabet() -> Vec<(u8, char)> {
     let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut cs = bs.clone();
     let mut n = 0;

@@ -97,12 +97,26 @@ pub fn queue(state: &AppState, job: Job) -> ApiResult<()> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TurnEvent {
-    Delta { text: String },
-    Message { text: String },
-    MemoryOp { line: String },
-    Step { step: Box<StepRecord> },
-    Done { turn: Box<TurnResult> },
-    Error { message: String },
+    Delta {
+        text: String,
+    },
+    Message {
+        text: String,
+    },
+    /// The message streamed so far was abandoned (see `Observer::message_cut`).
+    MessageCut,
+    MemoryOp {
+        line: String,
+    },
+    Step {
+        step: Box<StepRecord>,
+    },
+    Done {
+        turn: Box<TurnResult>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 struct Forward(mpsc::UnboundedSender<TurnEvent>);
@@ -113,6 +127,9 @@ impl Observer for Forward {
     }
     fn message(&mut self, text: &str) {
         let _ = self.0.send(TurnEvent::Message { text: text.into() });
+    }
+    fn message_cut(&mut self) {
+        let _ = self.0.send(TurnEvent::MessageCut);
     }
     fn memory_op(&mut self, line: &str) {
         let _ = self.0.send(TurnEvent::MemoryOp { line: line.into() });
@@ -205,6 +222,7 @@ pub async fn memory(State(s): State<AppState>, Path(name): Path<String>) -> ApiR
             "summary": summary,
             "queue": queue,
             "context": a.context_report()?,
+            "working_context": a.working_text(),
             "recall_messages": w.store.message_count(a.record.id)?,
             "archival_passages": w.store.passage_count(a.record.id)?,
         })))

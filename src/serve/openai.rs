@@ -144,6 +144,7 @@ async fn agent_turn(s: &AppState, id: String, agent: String, req: ChatRequest) -
                         c["pagemind"] = json!({"memory_op": line});
                         c
                     }
+                    TurnEvent::MessageCut => chunk(&id, &model, json!({"content": " [cut off]\n\n"}), None),
                     TurnEvent::Step { .. } => continue,
                     TurnEvent::Done { .. } => chunk(&id, &model, json!({}), Some("stop")),
                     TurnEvent::Error { message } => json!({"error": {"message": message, "type": "server_error"}}),

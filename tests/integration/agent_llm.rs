@@ -199,14 +199,7 @@ fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
     let a = s.agent("kill").unwrap();
     let users = user_texts(&s, "kill");
     assert_eq!(users[0], "Remember that my locker number is 4417.");
-    let sent: Vec<String> = s
-        .messages(a.id)
-        .unwrap()
-        .iter()
-        .filter_map(|m| m.function.as_ref())
-        .filter(|f| f.name == "send_message")
-        .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let sent = sent_messages(&s, a.id);
     assert!(sent.iter().any(|m| m.trim() == shown.trim()), "shown {shown:?} not stored: {sent:?}");
 }
 

@@ -317,3 +317,58 @@ fn export_import_is_exact_keeps_sources_and_rejects_bad_files() {
     std::fs::File::create(&huge).unwrap().set_len(pagemind::agent::MAX_EXPORT_BYTES + 1).unwrap();
     assert_clean_error(&run(pagemind(Some(other.path())).args(["agents", "import"]).arg(&huge)), "bytes is over");
 }
+
+/// A PDF whose one page's content stream is `inflated` bytes of zeros, Flate-compressed (a "PDF
+/// bomb": ~1 MB on disk per GB inflated).
+fn pdf_bomb(inflated: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..inflated >> 20 {
+        z.write_all(&chunk).unwrap();
+    }
+    let data = z.finish().unwrap();
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = vec![];
+    let objs: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_vec(),
+        [format!("<< /Length {} /Filter /FlateDecode >>\nstream\n", data.len()).as_bytes(), &data, b"\nendstream"]
+            .concat(),
+    ];
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n", i + 1).bytes());
+        out.extend(o);
+        out.extend(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).bytes());
+    for o in offsets {
+        out.extend(format!("{o:010} 00000 n \n").bytes());
+    }
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).bytes());
+    out
+}
+
+#[test]
+fn a_pdf_bomb_is_skipped_in_bounded_memory_and_the_rest_of_the_folder_loads() {
+    let home = home_with_models();
+    let docs = tempfile::tempdir().unwrap();
+    // 768 MiB inflated, against a child limit of 256 MiB (the default is 2 GiB; the test keeps
+    // the bomb small to stay fast).
+    write(docs.path(), "bomb.pdf", &pdf_bomb(768 << 20));
+    write(docs.path(), "good.pdf", &pdf(&["The ferry to the island leaves at 6:40."], false));
+    write(docs.path(), "notes.txt", b"The spare key is under the blue flowerpot.\n");
+    let mut cmd = pagemind(Some(home.path()));
+    cmd.env(pagemind::ingest::pdf::MEMORY_ENV, "256").args(["load", "--agent", "docs", "--json"]).arg(docs.path());
+    let t = std::time::Instant::now();
+    let r: Value = serde_json::from_str(&ok(&mut cmd)).unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(120), "took {:?}", t.elapsed());
+    let skipped: Vec<(String, String)> = serde_json::from_value(r["skipped"].clone()).unwrap();
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert!(skipped[0].0.ends_with("bomb.pdf") && skipped[0].1.contains("out of memory"), "{r}");
+    assert_eq!(r["loaded"], 2, "{r}");
+    assert!(search(home.path(), "ferry island")["items"][0]["text"].as_str().unwrap().contains("6:40"));
+}

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 
 /// A running server, killed when dropped.
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -20,7 +20,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(home: &Path, extra: &[&str]) -> Server {
+pub fn serve(home: &Path, extra: &[&str]) -> Server {
     let mut child = pagemind(Some(home))
         .args(["serve", "--listen", "127.0.0.1:0", "--model", SMOLLM])
         .args(extra)
@@ -36,7 +36,7 @@ fn serve(home: &Path, extra: &[&str]) -> Server {
 }
 
 /// Method, path, optional JSON body and token: the status and the JSON (or text) body.
-fn http(s: &Server, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+pub fn http(s: &Server, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
     let mut r = ureq::request(method, &format!("{}{path}", s.base));
     if let Some(t) = token {
         r = r.set("Authorization", &format!("Bearer {t}"));

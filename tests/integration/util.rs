@@ -130,3 +130,14 @@ pub fn ok(cmd: &mut Command) -> String {
     assert!(!err.contains("panicked"), "{err}");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Every message an agent sent with `send_message`, in order, as recall holds it.
+pub fn sent_messages(s: &pagemind::memory::MemoryStore, agent: u64) -> Vec<String> {
+    s.messages(agent)
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.function.as_ref())
+        .filter(|f| f.name == "send_message")
+        .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
