@@ -77,6 +77,19 @@ fn in_process(bytes: &[u8]) -> Result<Vec<String>, Skip> {
         if doc.is_encrypted() {
             return Err(Skip("encrypted PDF (decrypt it first, e.g. `qpdf --decrypt in.pdf out.pdf`)".into()));
         }
+        // The text extractor follows each page's /Parent chain without a bound (a cycle hung
+        // it; found by fuzzing): refuse such a page tree first.
+        for page in doc.get_pages().into_values() {
+            let mut seen = std::collections::HashSet::from([page]);
+            let mut cur = page;
+            while let Ok(parent) = doc.get_dictionary(cur).and_then(|d| d.get(b"Parent")).and_then(|o| o.as_reference())
+            {
+                if !seen.insert(parent) {
+                    return Err(Skip("broken PDF: its page tree has a cycle".into()));
+                }
+                cur = parent;
+            }
+        }
         drop(doc);
         pdf_extract::extract_text_from_mem_by_pages(bytes).map_err(|e| Skip(format!("unreadable PDF: {e}")))
     });
