@@ -664,7 +664,8 @@ impl MessageStream {
                     Some('n') => out.push('\n'),
                     Some('t') => out.push('\t'),
                     Some('r') => out.push('\r'),
-                    Some('b' | 'f') => {}
+                    Some('b') => out.push('\u{8}'),
+                    Some('f') => out.push('\u{c}'),
                     Some('u') => {
                         let hex: String = chars.by_ref().take(4).collect();
                         match u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 4).and_then(char::from_u32) {
@@ -711,9 +712,11 @@ mod tests {
             &format!("{head}Caf\u{FFFD}"), // the first byte of 'é' only
             &format!("{head}Café"),
             &format!("{head}Café \\u00"),
-            &format!("{head}Café \\u00e9 \\\"ok\\\"\\n"),
+            &format!("{head}Café \\u00e9 \\\"ok\\\"\\n\\b"),
         ]);
-        assert_eq!(pieces, ["Caf", "é", " ", "é \"ok\"\n"]);
-        assert_eq!(pieces.concat(), "Café é \"ok\"\n");
+        assert_eq!(pieces, ["Caf", "é", " ", "é \"ok\"\n\u{8}"]);
+        // The same text as the JSON parser gives the committed message.
+        let committed: String = serde_json::from_str("\"Café \\u00e9 \\\"ok\\\"\\n\\b\"").unwrap();
+        assert_eq!(pieces.concat(), committed);
     }
 }

@@ -174,13 +174,7 @@ fn a_tiny_context_window_survives_forty_messages() {
 #[test]
 fn killing_chat_mid_turn_loses_no_message_that_was_shown() {
     let home = home_with_models();
-    let mut child = pagemind(Some(home.path()))
-        .args(["chat", "--agent", "kill", "--model", SMOLLM, "--max-steps", "3"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_chat(home.path(), &["--agent", "kill", "--model", SMOLLM, "--max-steps", "3"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     writeln!(stdin, "Remember that my locker number is 4417.").unwrap();

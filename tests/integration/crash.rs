@@ -91,14 +91,11 @@ fn chat_turns_with_flushes_survive_kills_anywhere() {
     let mut at = Moments::new("chat");
     let (mut shown_total, mut cut) = (0, 0);
     for k in 0..kills() {
-        let mut child = pagemind(Some(home.path()))
-            .args(["chat", "--agent", "crash", "--context-window", "6144", "--max-steps", "2", "--model"])
-            .arg(&model)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let model = model.to_str().unwrap();
+        let mut child = spawn_chat(
+            home.path(),
+            &["--agent", "crash", "--context-window", "6144", "--max-steps", "2", "--model", model],
+        );
         let mut stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -141,3 +141,15 @@ pub fn sent_messages(s: &pagemind::memory::MemoryStore, agent: u64) -> Vec<Strin
         .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// `pagemind chat ARGS` with stdin and stdout piped (to type into it and read what it shows).
+pub fn spawn_chat(home: &Path, args: &[&str]) -> std::process::Child {
+    pagemind(Some(home))
+        .arg("chat")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
