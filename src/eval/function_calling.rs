@@ -235,11 +235,7 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
         let functions: Vec<Value> = it["function"].as_array().cloned().unwrap_or_default();
         let gt =
             answers.get(&id).cloned().ok_or_else(|| Error::file(&answers_path, format!("no ground truth for {id}")))?;
-        let listing = functions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
-        let system = format!(
-            "You can call these functions (JSON):\n{listing}\n\nAnswer the user's request with exactly one function call, written as: {}",
-            format.describe().replace("\"thoughts\": \"...\", ", "")
-        );
+        let system = format.functions_prompt(&functions, true);
         let mut msgs = vec![ChatMessage::new("system", system)];
         for m in it["question"].as_array().and_then(|q| q.first()).and_then(|t| t.as_array()).into_iter().flatten() {
             msgs.push(ChatMessage::new(

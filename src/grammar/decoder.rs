@@ -1,6 +1,6 @@
 /*! The constrained decoding loop for one agent step. */
 
-use super::{StepGrammar, ToolCall};
+use super::{JsonConstraint, StepGrammar, ToolCall};
 use crate::runtime::{Sampler, Session, TokenMask};
 use crate::{Error, Result};
 use llguidance::Matcher;
@@ -77,7 +77,8 @@ pub fn decode_step(
     let mut pick = |logits: &[f32], session: &Session, _: &[u32], mask: &SimpleVob| {
         sampler.sample(logits, session.tokens(), Some(&mut VobMask(mask)))
     };
-    decode_with(grammar, session, prompt, &mut pick, on_token)
+    let d = decode_with(grammar.matcher()?, grammar.eos(), session, prompt, None, &mut pick, on_token)?;
+    finish_step(grammar, session, d)
 }
 
 /// Decode one step that writes `target` (a call as [`super::StepFormat::render`] writes it)
@@ -110,21 +111,68 @@ pub fn decode_scripted(
         VobMask(mask).apply(&mut masked)?;
         Ok(crate::runtime::argmax(&masked).unwrap_or(eos as usize) as u32)
     };
-    decode_with(grammar, session, prompt, &mut pick, on_token)
+    let d = decode_with(grammar.matcher()?, grammar.eos(), session, prompt, None, &mut pick, on_token)?;
+    finish_step(grammar, session, d)
+}
+
+/// Decode a reply constrained to `constraint`'s JSON Schema (OpenAI's `response_format`), at
+/// most `max_tokens` tokens: `complete` says whether the value was finished.
+pub fn decode_json(
+    constraint: &JsonConstraint,
+    session: &mut Session,
+    prompt: &[u32],
+    sampler: &mut Sampler,
+    max_tokens: usize,
+    on_token: impl FnMut(u32),
+) -> Result<Constrained> {
+    let mut pick = |logits: &[f32], session: &Session, _: &[u32], mask: &SimpleVob| {
+        sampler.sample(logits, session.tokens(), Some(&mut VobMask(mask)))
+    };
+    let d =
+        decode_with(constraint.matcher()?, constraint.eos(), session, prompt, Some(max_tokens), &mut pick, on_token)?;
+    let text = session.model().tokenizer.decode(&d.tokens, false)?;
+    Ok(Constrained { text, tokens: d.tokens, complete: d.complete, stats: d.stats })
+}
+
+/// A reply decoded by [`decode_json`].
+#[derive(Debug, Clone)]
+pub struct Constrained {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    /// Whether the grammar finished (false: `max_tokens` ran out first).
+    pub complete: bool,
+    pub stats: StepStats,
+}
+
+/// What the decoding loop produced.
+struct Decoded {
+    tokens: Vec<u32>,
+    complete: bool,
+    stats: StepStats,
+    started: Instant,
+}
+
+fn finish_step(grammar: &StepGrammar, session: &Session, d: Decoded) -> Result<Step> {
+    let text = session.model().tokenizer.decode(&d.tokens, false)?;
+    let call = grammar.parse(&text)?;
+    let mut stats = d.stats;
+    stats.total_time = d.started.elapsed();
+    Ok(Step { call, text, tokens: d.tokens, stats })
 }
 
 /// Chooses the next token: logits, the session, the step's tokens so far and the grammar mask.
 type Pick<'a> = dyn FnMut(&[f32], &Session, &[u32], &SimpleVob) -> Result<u32> + 'a;
 
 fn decode_with(
-    grammar: &StepGrammar,
+    mut m: Matcher,
+    eos: u32,
     session: &mut Session,
     prompt: &[u32],
+    max_tokens: Option<usize>,
     pick: &mut Pick,
     mut on_token: impl FnMut(u32),
-) -> Result<Step> {
-    let t_all = Instant::now();
-    let mut m = grammar.matcher()?;
+) -> Result<Decoded> {
+    let started = Instant::now();
     let mut stats = StepStats::default();
     let t0 = Instant::now();
     let mut logits = session.eval(prompt)?;
@@ -132,23 +180,30 @@ fn decode_with(
     stats.prompt_reused = session.last.reused;
     stats.prompt_evaluated = session.last.evaluated;
     let mut out: Vec<u32> = vec![];
-    let eos = grammar.eos();
-    // The grammar bounds every string, so this only guards against a grammar bug.
+    // A step's grammar bounds every string, so the context limit only guards against a grammar
+    // bug; a JSON reply is bounded by its `max_tokens`.
     let limit = session.n_ctx().saturating_sub(session.tokens().len());
+    let mut complete = false;
     loop {
         if m.is_stopped() {
+            complete = true;
+            break;
+        }
+        if max_tokens.is_some_and(|n| out.len() >= n) {
             break;
         }
         let ff = m.compute_ff_tokens();
         if !ff.is_empty() {
-            m.consume_tokens(&ff).map_err(|_| gerr(&m, "forced tokens"))?;
+            let ff = &ff[..ff.len().min(max_tokens.map_or(usize::MAX, |n| n - out.len()))];
+            m.consume_tokens(ff).map_err(|_| gerr(&m, "forced tokens"))?;
             stats.forced += ff.len();
-            out.extend(&ff);
+            out.extend(ff);
             ff.iter().for_each(|t| on_token(*t));
             if m.is_stopped() {
+                complete = true;
                 break;
             }
-            logits = session.feed(&ff)?;
+            logits = session.feed(ff)?;
             continue;
         }
         let tm = Instant::now();
@@ -158,10 +213,12 @@ fn decode_with(
         stats.mask_times.push(dt);
         stats.masks += 1;
         if mask.is_allowed(eos) && mask.num_set() == 1 {
-            break; // the call is complete; only end-of-sequence may follow
+            complete = true;
+            break; // the value is complete; only end-of-sequence may follow
         }
         let next = pick(&logits, session, &out, &mask)?;
         if next == eos && m.is_accepting().unwrap_or(false) {
+            complete = true;
             break;
         }
         m.consume_token(next).map_err(|_| gerr(&m, "token"))?;
@@ -171,15 +228,13 @@ fn decode_with(
             return Err(Error::ContextOverflow { tokens: session.tokens().len() + 1, context: session.n_ctx() });
         }
         if m.is_stopped() {
+            complete = true;
             break;
         }
         logits = session.feed(&[next])?;
     }
-    // Feed nothing more: the caller appends the step to its prompt, and the KV cache already
-    // holds the step's tokens except possibly the last, which the next eval evaluates.
-    let text = session.model().tokenizer.decode(&out, false)?;
-    let call = grammar.parse(&text)?;
+    // Feed nothing more: the caller appends the output to its prompt, and the KV cache already
+    // holds its tokens except possibly the last, which the next eval evaluates.
     stats.tokens = out.len();
-    stats.total_time = t_all.elapsed();
-    Ok(Step { call, text, tokens: out, stats })
+    Ok(Decoded { tokens: out, complete, stats, started })
 }

@@ -22,9 +22,11 @@ println!("{} {}", step.call.function, step.call.arguments);
 */
 
 mod decoder;
+mod json;
 mod tokenv;
 
-pub use decoder::{decode_scripted, decode_step, Step, StepStats};
+pub use decoder::{decode_json, decode_scripted, decode_step, Constrained, Step, StepStats};
+pub use json::JsonConstraint;
 pub use tokenv::GgufTokEnv;
 
 use crate::runtime::ChatModel;
@@ -70,6 +72,44 @@ impl StepFormat {
             StepFormat::Qwen => {
                 "<tool_call>\n{\"name\": \"...\", \"arguments\": {\"thoughts\": \"...\", ...}}\n</tool_call>"
             }
+        }
+    }
+
+    /// How a plain function call (no thoughts) is described to the model.
+    pub fn describe_plain(self) -> String {
+        self.describe().replace("\"thoughts\": \"...\", ", "")
+    }
+
+    /// The text a call begins with: where a free reply turns into a call.
+    pub fn call_opener(self) -> &'static str {
+        match self {
+            StepFormat::Json => "{",
+            StepFormat::Qwen => "<tool_call>",
+        }
+    }
+
+    /// The system-prompt text that lists `functions` (OpenAI/BFCL function objects) and says
+    /// how to call one (`required`: the answer must be a call), for templates that do not write
+    /// a tool list themselves.
+    pub fn functions_prompt(self, functions: &[Value], required: bool) -> String {
+        let listing = functions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
+        let how = if required {
+            "Answer the user's request with exactly one function call, written as"
+        } else {
+            "When a function would help, call it, written as"
+        };
+        let or_not = if required { "" } else { "; otherwise answer in plain text" };
+        format!("You can call these functions (JSON):\n{listing}\n\n{how}: {}{or_not}", self.describe_plain())
+    }
+
+    /// A plain function call (no thoughts) written as a [`StepGrammar::functions`] grammar
+    /// makes the model write it.
+    pub fn render_function(self, function: &str, arguments: &Value) -> String {
+        let name = serde_json::to_string(function).unwrap_or_default();
+        let args = render_value(arguments);
+        match self {
+            StepFormat::Json => format!("{{\"function\": {name}, \"arguments\": {args}}}"),
+            StepFormat::Qwen => format!("<tool_call>\n{{\"name\": {name}, \"arguments\": {args}}}\n</tool_call>"),
         }
     }
 
@@ -221,7 +261,7 @@ impl StepGrammar {
         Self::with_env(Self::env(model), branches, format, false, model.tokenizer.eos_id.unwrap_or(0))
     }
 
-    fn env(model: &ChatModel) -> TokEnv {
+    pub(crate) fn env(model: &ChatModel) -> TokEnv {
         let eos = model.tokenizer.eos_id.unwrap_or(0);
         let vocab = model.weights.config.vocab_size.max(model.tokenizer.vocab_size());
         GgufTokEnv::new(model.tokenizer_arc(), vocab, eos).into_env()

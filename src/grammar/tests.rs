@@ -197,3 +197,31 @@ fn pages_past_the_limit_are_impossible() {
         assert!(accepted_prefix(&g, &text).0 < text.len(), "page {bad} refused");
     }
 }
+
+#[test]
+fn a_json_schema_constraint_allows_only_its_values_and_refuses_bad_schemas() {
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "unit": {"type": "string", "enum": ["celsius", "kelvin"]}, "n": {"type": "integer"}},
+        "required": ["unit", "n"], "additionalProperties": false});
+    let c = JsonConstraint::with_env(fake_env(), &schema, EOS).unwrap();
+    let accepts = |text: &str| {
+        let mut m = c.matcher().unwrap();
+        for b in text.bytes() {
+            if !m.compute_mask().unwrap().is_allowed(b as u32) {
+                return false;
+            }
+            m.consume_token(b as u32).unwrap();
+        }
+        m.is_accepting().unwrap()
+    };
+    assert!(accepts(r#"{"unit": "kelvin", "n": 3}"#));
+    assert!(!accepts(r#"{"unit": "fahrenheit", "n": 3}"#), "not in the enum");
+    assert!(!accepts(r#"{"unit": "kelvin", "n": 3.5}"#), "not an integer");
+    assert!(!accepts(r#"{"unit": "kelvin"}"#), "missing a required property");
+    assert!(!accepts(r#"{"unit": "kelvin", "n": 3, "x": 1}"#), "no extra properties");
+    assert!(!accepts(r#"{"unit": "kelvin", "n": 3"#), "unfinished");
+    for bad in [serde_json::json!("object"), serde_json::json!({"type": "integer", "minimum": "x"})] {
+        let e = JsonConstraint::with_env(fake_env(), &bad, EOS).err().unwrap_or_else(|| panic!("accepted {bad}"));
+        assert!(e.to_string().contains("JSON schema"), "{e}");
+    }
+}

@@ -106,11 +106,23 @@ impl ChatModel {
     /// Message contents are defused first ([`GgufTokenizer::defuse`]): control tokens in the
     /// result come only from the template.
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_chat_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatModel::render_chat`] with OpenAI-style `tools` handed to the template (see
+    /// [`ChatTemplate::render_with_tools`]); their text is defused like message contents.
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let safe: Vec<ChatMessage> = messages
             .iter()
             .map(|m| ChatMessage::new(&m.role, self.tokenizer.defuse(&m.content).into_owned()))
             .collect();
-        self.template.render(&safe, add_generation_prompt)
+        let tools = tools.map(|t| defuse_strings(t, &self.tokenizer));
+        self.template.render_with_tools(&safe, tools.as_ref(), add_generation_prompt)
     }
 
     /// Render messages with the chat template and tokenize (special tokens parsed, BOS if asked).
@@ -118,6 +130,19 @@ impl ChatModel {
         let text = self.render_chat(messages, add_generation_prompt)?;
         let ids = self.tokenizer.encode_prompt(&text)?;
         Ok((text, ids))
+    }
+}
+
+/// `v` with every string defused ([`GgufTokenizer::defuse`]).
+fn defuse_strings(v: &serde_json::Value, tk: &GgufTokenizer) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(tk.defuse(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| defuse_strings(x, tk)).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (tk.defuse(k).into_owned(), defuse_strings(x, tk))).collect())
+        }
+        other => other.clone(),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    /// Whether the template reads a `tools` variable (Qwen2.5's writes the function list and
+    /// the `<tool_call>` instructions into the system message itself).
+    takes_tools: bool,
 }
 
 fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
@@ -44,14 +47,32 @@ impl ChatTemplate {
         // A template comes from the model file: bound its work, so a crafted one cannot hang.
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned("chat", source.to_string()).map_err(|e| Error::Template(e.to_string()))?;
-        Ok(Self { env, bos: bos.into(), eos: eos.into() })
+        let takes_tools = source.contains("tools");
+        Ok(Self { env, bos: bos.into(), eos: eos.into(), takes_tools })
     }
 
     /// Render `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template writes a `tools` list itself (see [`ChatTemplate::render_with_tools`]).
+    pub fn takes_tools(&self) -> bool {
+        self.takes_tools
+    }
+
+    /// [`ChatTemplate::render`] with OpenAI-style `tools` (`[{"type": "function", "function":
+    /// {...}}]`) given to the template as its `tools` variable.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let t = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
         t.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,

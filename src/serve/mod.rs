@@ -3,6 +3,8 @@ behind a local HTTP API.
 
 - [`openai`]: `GET /v1/models`, `POST /v1/chat/completions` (JSON or server-sent events) for
   the loaded chat model or `agent:NAME`.
+- [`completion`]: plain completions of the loaded model, with `tools` and `response_format`
+  decoded under the grammar engine.
 - [`api`]: the agent REST API under `/api/agents` (create, list, delete, turns, core memory,
   recall and archival search, context use).
 - `GET /`: a page (embedded, no network) with the chat and the memory tiers side by side.
@@ -14,6 +16,7 @@ capped at [`BODY_LIMIT`]. Ctrl-C or SIGTERM stops accepting, lets running reques
 */
 
 pub mod api;
+pub mod completion;
 pub mod openai;
 pub mod worker;
 

@@ -4,12 +4,11 @@
 template) or `agent:NAME`: the last user message is a turn of that agent, the reply is what it
 sent with `send_message`, and its steps (memory operations) come as an extra `pagemind` field
 (or, streaming, as chunks with an empty delta and a `pagemind` field, which clients ignore).
-`tools` and `response_format` are refused with a clear 400 for now.
+Plain completions (with `tools` and `response_format`) are [`super::completion`]'s.
 */
 
-use super::api::{answer, call, start_turn, submit, ApiError, ApiResult, TurnEvent};
+use super::api::{call, start_turn, ApiError, ApiResult, TurnEvent};
 use super::AppState;
-use crate::runtime::{ChatMessage, Sampler, SamplerConfig, Session, TokenStream};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
@@ -21,9 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
-
-/// Default `max_tokens` of a plain completion.
-const DEFAULT_MAX_TOKENS: usize = 512;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -39,6 +35,8 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     pub seed: Option<u64>,
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
 }
 
@@ -47,11 +45,14 @@ pub struct OaMessage {
     pub role: String,
     #[serde(default)]
     pub content: Value,
+    /// An assistant message's earlier calls.
+    #[serde(default)]
+    pub tool_calls: Option<Value>,
 }
 
 impl OaMessage {
     /// The text of a message: a string, or the text parts of a content array.
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         match &self.content {
             Value::String(s) => s.clone(),
             Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"),
@@ -60,7 +61,7 @@ impl OaMessage {
     }
 }
 
-fn now_s() -> i64 {
+pub(super) fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -77,12 +78,12 @@ pub async fn models(State(s): State<AppState>) -> ApiResult<Json<Value>> {
     .await
 }
 
-fn chunk(id: &str, model: &str, delta: Value, finish: Option<&str>) -> Value {
+pub(super) fn chunk(id: &str, model: &str, delta: Value, finish: Option<&str>) -> Value {
     json!({"id": id, "object": "chat.completion.chunk", "created": now_s(), "model": model,
            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 }
 
-fn sse(rx: mpsc::UnboundedReceiver<Value>) -> Response {
+pub(super) fn sse(rx: mpsc::UnboundedReceiver<Value>) -> Response {
     let events = UnboundedReceiverStream::new(rx)
         .map(|v| Event::default().data(v.to_string()))
         .chain(tokio_stream::once(Event::default().data("[DONE]")))
@@ -91,14 +92,14 @@ fn sse(rx: mpsc::UnboundedReceiver<Value>) -> Response {
 }
 
 pub async fn chat_completions(State(s): State<AppState>, Json(req): Json<ChatRequest>) -> ApiResult<Response> {
-    if req.tools.is_some() || req.response_format.as_ref().is_some_and(|f| f["type"] != "text") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "tools and response_format are not supported by this server yet; use agent:NAME for memory functions",
-        ));
-    }
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     if let Some(agent) = req.model.strip_prefix("agent:") {
+        if req.tools.is_some() || req.response_format.as_ref().is_some_and(|f| f["type"] != "text") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "tools and response_format are for plain completions: an agent calls its own memory functions",
+            ));
+        }
         return agent_turn(&s, id, agent.to_string(), req).await;
     }
     if req.model != s.chat_model {
@@ -107,7 +108,7 @@ pub async fn chat_completions(State(s): State<AppState>, Json(req): Json<ChatReq
             format!("model '{}' is not served here: use '{}' or agent:NAME (GET /v1/models)", req.model, s.chat_model),
         ));
     }
-    completion(&s, id, req).await
+    super::completion::completion(&s, id, req).await
 }
 
 async fn agent_turn(s: &AppState, id: String, agent: String, req: ChatRequest) -> ApiResult<Response> {
@@ -175,72 +176,4 @@ async fn agent_turn(s: &AppState, id: String, agent: String, req: ChatRequest) -
         }
     }
     Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the turn was abandoned"))
-}
-
-/// A plain completion with the loaded model's chat template, on the model thread; streamed
-/// token by token when asked.
-async fn completion(s: &AppState, id: String, req: ChatRequest) -> ApiResult<Response> {
-    let messages: Vec<ChatMessage> = req.messages.iter().map(|m| ChatMessage::new(&m.role, m.text())).collect();
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
-    let mut cfg = SamplerConfig::default();
-    if let Some(t) = req.temperature {
-        cfg.temperature = t.max(0.0);
-    }
-    if let Some(p) = req.top_p {
-        cfg.top_p = p;
-    }
-    if let Some(seed) = req.seed {
-        cfg.seed = seed;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
-    let model_name = req.model.clone();
-    let (cid, stream) = (id.clone(), req.stream);
-    let done = submit(s, move |w| {
-        let (_, prompt) = w.model.chat_prompt(&messages, true)?;
-        let mut session = Session::new(w.model, w.model.weights.config.context_length.min(8192))?;
-        let mut sampler = Sampler::new(cfg);
-        let mut ts = TokenStream::default();
-        let tk = w.model.tokenizer.clone();
-        let g = session.generate(&prompt, &mut sampler, max_tokens, None, |t| {
-            if stream {
-                if let Some(text) = ts.push(&tk, t)? {
-                    let _ = tx.send(chunk(&cid, &model_name, json!({"content": text}), None));
-                }
-            }
-            Ok(true)
-        })?;
-        let text = tk.decode(&g.tokens, true)?;
-        let finish = if g.stopped { "stop" } else { "length" };
-        if stream {
-            let _ = tx.send(chunk(&cid, &model_name, json!({}), Some(finish)));
-        }
-        Ok((text, prompt.len(), g.tokens.len(), finish))
-    })?;
-    let done = answer(done);
-    if req.stream {
-        // The job runs on the model thread; chunks flow as it decodes.
-        let (otx, out) = mpsc::unbounded_channel();
-        let _ = otx.send(chunk(&id, &req.model, json!({"role": "assistant", "content": ""}), None));
-        tokio::spawn(async move {
-            let forward = async {
-                while let Some(v) = rx.recv().await {
-                    if otx.send(v).is_err() {
-                        break;
-                    }
-                }
-            };
-            let (r, _) = tokio::join!(done, forward);
-            if let Err(e) = r {
-                let _ = otx.send(json!({"error": {"message": e.message, "type": "server_error"}}));
-            }
-        });
-        return Ok(sse(out));
-    }
-    let (text, prompt, completion, finish) = done.await?;
-    Ok(Json(json!({
-        "id": id, "object": "chat.completion", "created": now_s(), "model": req.model,
-        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-    }))
-    .into_response())
 }

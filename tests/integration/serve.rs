@@ -128,7 +128,26 @@ fn serve_speaks_openai_and_the_agent_api() {
             400,
         ),
         ("POST", "/v1/chat/completions", Some(json!({"model": "gpt-4", "messages": []})), 404),
-        ("POST", "/v1/chat/completions", Some(json!({"model": SMOLLM, "messages": [], "tools": []})), 400),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": SMOLLM, "messages": [], "tools": [], "tool_choice": "required"})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": SMOLLM, "messages": [], "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": "x"}}}}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "agent:ada", "messages": [{"role": "user", "content": "hi"}], "tools": []})),
+            400,
+        ),
         ("GET", "/no/such/thing", None, 404),
     ] {
         let (st, e) = http(&s, method, path, body, None);
@@ -138,6 +157,105 @@ fn serve_speaks_openai_and_the_agent_api() {
     let (st, page) = http(&s, "GET", "/", None, None);
     assert_eq!(st, 200);
     assert!(page.as_str().unwrap().contains("Core memory"));
+}
+
+#[test]
+fn plain_completions_call_tools_and_follow_a_json_schema() {
+    let home = home_with_models();
+    let s = serve(home.path(), &[]);
+    let weather = json!({"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]}}});
+    let time = json!({"type": "function", "function": {"name": "get_time", "description": "Local time in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"]}}});
+    let ask = |extra: Value| {
+        let mut r = json!({"model": SMOLLM, "temperature": 0, "max_tokens": 64,
+                           "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                           "tools": [weather, time]});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        let (st, r) = http(&s, "POST", "/v1/chat/completions", Some(r), None);
+        assert_eq!(st, 200, "{r}");
+        r
+    };
+    // A required call: the grammar makes it parse and match its schema, whatever the model.
+    let r = ask(json!({"tool_choice": "required"}));
+    let choice = &r["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+    let name = call["function"]["name"].as_str().unwrap();
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{call}");
+    if name == "get_weather" {
+        assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()), "{call}");
+    } else {
+        assert_eq!(name, "get_time", "{call}");
+    }
+    // A named function is the one called.
+    let named = json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}});
+    let r = ask(named.clone());
+    assert_eq!(r["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_time", "{r}");
+    // Streamed: the call arrives as a tool_calls delta, then finish_reason tool_calls.
+    let mut streamed = named;
+    streamed["stream"] = json!(true);
+    let body = ask(streamed).as_str().unwrap().to_string();
+    assert!(body.contains("\"tool_calls\":[{") && body.contains("\"name\":\"get_time\""), "{body}");
+    assert!(body.contains("\"finish_reason\":\"tool_calls\"") && body.trim_end().ends_with("data: [DONE]"), "{body}");
+    // "auto": either a plain answer or well-formed calls.
+    let r = ask(json!({}));
+    let m = &r["choices"][0]["message"];
+    match m["tool_calls"].as_array() {
+        Some(calls) => {
+            assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{r}");
+            for c in calls {
+                serde_json::from_str::<Value>(c["function"]["arguments"].as_str().unwrap()).unwrap();
+            }
+        }
+        None => assert!(!m["content"].as_str().unwrap().trim().is_empty(), "{r}"),
+    }
+    // An earlier call and its result in the history are accepted and rendered.
+    let history = json!({"tool_choice": "none", "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"celsius\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"}]});
+    let r = ask(history);
+    assert!(r["choices"][0]["message"]["tool_calls"].is_null(), "{r}");
+    // response_format: the reply is JSON of the schema.
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                        "age": {"type": "integer", "minimum": 0, "maximum": 150}}, "required": ["name", "age"],
+                        "additionalProperties": false});
+    let (st, r) = http(
+        &s,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": SMOLLM, "temperature": 0, "max_tokens": 48,
+        "messages": [{"role": "user", "content": "Invent a person."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}})),
+        None,
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
+    let person: Value = serde_json::from_str(r["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(person["name"].is_string() && person["age"].is_u64() && person.as_object().unwrap().len() == 2, "{person}");
+    let (st, r) = http(
+        &s,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": SMOLLM, "max_tokens": 48,
+        "messages": [{"role": "user", "content": "Reply in JSON."}], "response_format": {"type": "json_object"}})),
+        None,
+    );
+    assert_eq!(st, 200, "{r}");
+    let content = r["choices"][0]["message"]["content"].as_str().unwrap();
+    if r["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(content).unwrap().is_object(), "{content}");
+    } else {
+        assert!(content.starts_with('{'), "{content}");
+    }
 }
 
 #[test]
@@ -203,17 +321,24 @@ fn concurrent_clients_are_answered_or_refused_and_no_message_is_lost() {
     }
 }
 
-/// The official OpenAI Python client against the server: models, a turn, a streamed turn.
+/// The official OpenAI Python client against the server: models, a turn, a streamed turn, a
+/// plain completion with a required tool call.
 const OPENAI_CLIENT: &str = r#"
 import json, sys
 from openai import OpenAI
 c = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
 ids = [m.id for m in c.models.list().data]
 r = c.chat.completions.create(model="agent:bob", messages=[{"role": "user", "content": "Hello, I am Bo."}])
+model = [m for m in ids if not m.startswith("agent:")][0]
+tool = {"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
+t = c.chat.completions.create(model=model, tools=[tool], tool_choice="required", max_tokens=32,
+                              messages=[{"role": "user", "content": "What is 2 plus 3?"}])
+call = t.choices[0].message.tool_calls[0].function
 parts = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
     model="agent:bob", stream=True, messages=[{"role": "user", "content": "What is my name?"}]) if ch.choices]
 print(json.dumps({"ids": ids, "reply": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
-                  "streamed": "".join(parts)}))
+                  "streamed": "".join(parts), "call": call.name, "args": json.loads(call.arguments)}))
 "#;
 
 #[test]
@@ -238,6 +363,7 @@ fn the_official_openai_client_talks_to_an_agent() {
     assert!(v["ids"].as_array().unwrap().contains(&json!("agent:bob")), "{v}");
     assert!(!v["reply"].as_str().unwrap().is_empty() && v["finish"] == "stop", "{v}");
     assert!(!v["streamed"].as_str().unwrap().is_empty(), "{v}");
+    assert!(v["call"] == "add" && v["args"]["a"].is_i64() && v["args"]["b"].is_i64(), "{v}");
 }
 
 #[test]
