@@ -72,20 +72,31 @@ pub struct Loaded {
 
 /// Open the store, create the agent if missing, and load its models.
 pub fn load(g: &Global, a: &ChatArgs) -> Result<Loaded> {
+    load_agent(g, &a.agent, a.model.as_deref(), a.max_steps, a.memory_first)
+}
+
+/// [`load`] from its parts (`pagemind mcp` takes only the agent and the model).
+pub fn load_agent(
+    g: &Global,
+    agent: &str,
+    model: Option<&str>,
+    max_steps: Option<usize>,
+    memory_first: Option<bool>,
+) -> Result<Loaded> {
     let models = g.store();
     let store = open_store(g)?;
-    if !store.has_agent(&a.agent)? {
-        let chat = a.model.clone().unwrap_or(models.catalog().agent_model().to_string());
-        store.create_agent(&a.agent, &chat, &models.catalog().default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
-        eprintln!("created agent '{}' (model {chat})", a.agent);
+    if !store.has_agent(agent)? {
+        let chat = model.map(String::from).unwrap_or(models.catalog().agent_model().to_string());
+        store.create_agent(agent, &chat, &models.catalog().default_embedding, DEFAULT_PERSONA, DEFAULT_HUMAN)?;
+        eprintln!("created agent '{agent}' (model {chat})");
     }
-    let mut rec = store.agent(&a.agent)?;
-    if a.max_steps.is_some() || a.memory_first.is_some() {
-        rec.config.max_steps = a.max_steps.unwrap_or(rec.config.max_steps);
-        rec.config.memory_first = a.memory_first.unwrap_or(rec.config.memory_first);
+    let mut rec = store.agent(agent)?;
+    if max_steps.is_some() || memory_first.is_some() {
+        rec.config.max_steps = max_steps.unwrap_or(rec.config.max_steps);
+        rec.config.memory_first = memory_first.unwrap_or(rec.config.memory_first);
         store.update_agent(&rec)?;
     }
-    let chat = a.model.clone().unwrap_or(rec.chat_model.clone());
+    let chat = model.map(String::from).unwrap_or(rec.chat_model.clone());
     ensure_model(&models, &chat)?;
     ensure_model(&models, &rec.embedding_model)?;
     let model = super::generate::load_chat(g, Some(&chat))?;

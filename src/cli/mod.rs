@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod generate;
 mod load;
+mod mcp;
 mod memory;
 mod models;
 mod serve;
@@ -94,6 +95,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Serve the agents over HTTP: OpenAI-compatible API, agent REST API and a web page.
     Serve(serve::ServeArgs),
+    /// Serve one agent to MCP clients (editors, desktop assistants) over stdio.
+    Mcp(mcp::McpArgs),
     /// Measure speed (JSON output comparable with the reference engines).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -139,6 +142,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Load(a) => load::run_load(g, a)?,
         Command::Sources(c) => load::sources(g, c)?,
         Command::Serve(a) => serve::run(g, a)?,
+        Command::Mcp(a) => mcp::run(g, a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,8 @@ behind a local HTTP API.
 - [`api`]: the agent REST API under `/api/agents` (create, list, delete, turns, core memory,
   recall and archival search, context use).
 - `GET /`: a page (embedded, no network) with the chat and the memory tiers side by side.
+- [`mcp`]: `pagemind mcp`, one agent as a Model Context Protocol server on stdio (same model
+  thread, no HTTP).
 - [`worker`]: the model thread that runs every job, one at a time, from a bounded queue.
 
 Loopback by default; any other address requires a bearer token (`--token-file`). Bodies are
@@ -17,6 +19,7 @@ capped at [`BODY_LIMIT`]. Ctrl-C or SIGTERM stops accepting, lets running reques
 
 pub mod api;
 pub mod completion;
+pub mod mcp;
 pub mod openai;
 pub mod worker;
 

@@ -16,6 +16,7 @@ mod embed;
 mod eval;
 mod fuzz_corpus;
 mod ingest;
+mod mcp;
 mod memory;
 mod runtime;
 mod serve;
