@@ -76,7 +76,7 @@ fn main() {
             .collect();
         ids.extend(store.archival_insert_many(agent.id, "emb", items).unwrap().into_iter().map(|p| p.id));
     }
-    store.flush_indexes().unwrap();
+    store.save_indexes().unwrap();
     let insert_s = t.elapsed().as_secs_f64();
 
     // Search latency and recall@10 against exact (brute-force) search over the same vectors.

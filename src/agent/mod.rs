@@ -16,10 +16,10 @@ Decoding goes through a [`StepModel`], so the loop is tested against a scripted 
 mod context;
 mod events;
 mod export;
+mod handlers;
 mod kv_state;
 mod pressure;
 mod prompts;
-mod tools;
 
 pub use context::{instructions, working_context, ContextReport, MainContext};
 pub use events::{to_chat, user_message, user_message_at, user_text};
@@ -468,17 +468,14 @@ impl<'a> Agent<'a> {
         // Recall search looks at what was said before this turn, not at the turn itself.
         self.turn_floor = queue.iter().rev().find(|m| m.role == MessageRole::User).map_or(u64::MAX, |m| m.id);
         let user_turn = queue.last().is_some_and(|m| m.role == MessageRole::User);
+        // The message this turn answers, restated after a search's results (see below).
+        let question = queue.last().filter(|_| user_turn).and_then(events::user_text);
         let max = self.record.config.max_steps.max(1);
         // Tool rule: a turn that answers a user message opens with a search of memory (recall or
         // archival), unless the agent is configured otherwise. Searches only: a forced write
         // made a small model save invented facts ("Pizza is my favourite food") when it had
         // nothing to save.
-        let memory_rule: Vec<&str> = self
-            .tools
-            .iter()
-            .map(|t| t.name)
-            .filter(|n| ["conversation_search", "archival_memory_search"].contains(n))
-            .collect();
+        let memory_rule: Vec<&str> = self.tools.iter().map(|t| t.name).filter(|n| SEARCHES.contains(n)).collect();
         let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;
@@ -556,8 +553,24 @@ impl<'a> Agent<'a> {
                 Ok(t) => (true, t.clone()),
                 Err(t) => (false, t.clone()),
             };
-            let result = self.fit_result(&result, stats.tokens)?;
-            self.push(events::function_result(&call.function, ok, &result))?;
+            // Small models answer the last message they see, and after a page of results that
+            // is a result, not the question (the top-K baseline puts the question last; a
+            // heartbeat restating it was answered as a system note). So a search's result ends
+            // with the question it is for (not kept in the step record).
+            let restated = match question.as_deref() {
+                Some(q) if ok && SEARCHES.contains(&call.function.as_str()) => Some(prompts::answer_from_results(q)),
+                _ => None,
+            };
+            let extra = match &restated {
+                Some(r) => self.model.tokenizer.encode(r, false)?.len() + 2,
+                None => 0,
+            };
+            let result = self.fit_result(&result, stats.tokens + extra)?;
+            let shown = match &restated {
+                Some(r) => format!("{result}\n{r}"),
+                None => result.clone(),
+            };
+            self.push(events::function_result(&call.function, ok, &shown))?;
             let sent = call.function == SEND_MESSAGE && ok;
             if sent {
                 let msg = call.arguments["message"].as_str().unwrap_or_default().to_string();
@@ -600,14 +613,14 @@ impl<'a> Agent<'a> {
             let reason = if doc_mode && !search_first && self.searches >= 1 && !answer_forced && i >= 1 {
                 // Document QA: one page more at most, then the answer.
                 answer_forced = true;
-                Some(prompts::ANSWER_NOW)
+                Some(prompts::ANSWER_NOW.to_string())
             } else if i + 2 == max {
-                Some(prompts::REPLY_NOW)
+                Some(prompts::REPLY_NOW.to_string())
             } else {
                 None
             };
             if let Some(reason) = reason {
-                self.push(events::heartbeat(reason))?;
+                self.push(events::heartbeat(&reason))?;
             }
             i += 1;
         }
@@ -615,6 +628,9 @@ impl<'a> Agent<'a> {
         Ok(out)
     }
 }
+
+/// The memory searches (the memory-first rule's choices; their results restate the question).
+const SEARCHES: [&str; 2] = ["conversation_search", "archival_memory_search"];
 
 impl Agent<'_> {
     /// A function result cut to [`Agent::result_limit`] characters and to half the window

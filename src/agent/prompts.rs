@@ -77,5 +77,21 @@ pub fn summary_message(covered: u64, text: &str) -> String {
 pub const ANSWER_NOW: &str =
     "Answer the user now with send_message, using the search results above and naming their [source: ...].";
 
+/// The line after a search's results in a turn that answers `question`.
+pub fn answer_from_results(question: &str) -> String {
+    // A long message is restated in part: the point is what was asked, not all of it.
+    let question: String = match question.char_indices().nth(QUESTION_CHARS) {
+        Some((cut, _)) => format!("{}...", &question[..cut]),
+        None => question.to_string(),
+    };
+    format!(
+        "(The user's message: {}. If these results answer it, reply with send_message.)",
+        serde_json::to_string(&question).unwrap_or_default()
+    )
+}
+
+/// Characters of the user's message restated by [`answer_from_results`].
+const QUESTION_CHARS: usize = 300;
+
 /// The heartbeat of a turn's last step: it may only call `send_message`.
 pub const REPLY_NOW: &str = "Step limit of this turn reached: reply to the user now with send_message.";

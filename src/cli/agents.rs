@@ -57,14 +57,14 @@ pub fn text_or_file(s: &str) -> Result<String> {
 
 /// Open the memory store of this home.
 pub fn open_store(g: &Global) -> Result<MemoryStore> {
-    let mut s = MemoryStore::open(g.store().home())?;
+    let mut s = MemoryStore::open(g.models().home())?;
     s.progress = true;
     Ok(s)
 }
 
 pub fn run(g: &Global, cmd: AgentsCmd) -> Result<()> {
     let store = open_store(g)?;
-    let catalog = g.store().catalog().clone();
+    let catalog = g.models().catalog().clone();
     match cmd {
         AgentsCmd::Create { name, model, embedding_model, persona, human } => {
             let chat = model.unwrap_or(catalog.agent_model().to_string());

@@ -263,10 +263,10 @@ fn paging(
     use pagemind::bench::plot::{svg, Series};
     let policies = policies.iter().map(|p| Policy::parse(p)).collect::<pagemind::Result<Vec<_>>>()?;
     let m = load_chat(g, model.as_deref())?;
-    let store = g.store();
-    let emb_id = store.catalog().default_embedding.clone();
-    let embedder = match store.catalog().get(&emb_id) {
-        Some(spec) if !no_embedder && store.is_installed(spec) => Some(super::embed::load_embedder(g, Some(&emb_id))?),
+    let models = g.models();
+    let emb_id = models.catalog().default_embedding.clone();
+    let embedder = match models.catalog().get(&emb_id) {
+        Some(spec) if !no_embedder && models.is_installed(spec) => Some(super::embed::load_embedder(g, Some(&emb_id))?),
         _ => None,
     };
     if embedder.is_none() {

@@ -83,7 +83,7 @@ pub fn load_agent(
     max_steps: Option<usize>,
     memory_first: Option<bool>,
 ) -> Result<Loaded> {
-    let models = g.store();
+    let models = g.models();
     let store = open_store(g)?;
     if !store.has_agent(agent)? {
         let chat = model.map(String::from).unwrap_or(models.catalog().agent_model().to_string());
@@ -270,7 +270,7 @@ pub fn chat(g: &Global, a: ChatArgs) -> Result<()> {
     let dim = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut term = Terminal { streamed: String::new(), dim, name: a.agent.clone() };
     let mut rl = rustyline::DefaultEditor::new()?;
-    let history = g.store().home().join("chat_history.txt");
+    let history = g.models().home().join("chat_history.txt");
     let _ = rl.load_history(&history);
     eprintln!(
         "pagemind chat with '{}' ({}; window {} tokens). /help for commands.",

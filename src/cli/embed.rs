@@ -21,8 +21,8 @@ pub struct EmbedArgs {
 
 /// Load the embedding model by id/folder (default: the catalog's default).
 pub fn load_embedder(g: &Global, model: Option<&str>) -> Result<Embedder> {
-    let store = g.store();
-    let r = store.resolve_or_default(model, Role::Embedding)?;
+    let models = g.models();
+    let r = models.resolve_or_default(model, Role::Embedding)?;
     let max_len = r.spec.as_ref().map(|s| s.context_length).unwrap_or(256);
     let device = g.device()?;
     Embedder::load(&r.file("model.safetensors"), &r.file("config.json"), &r.file("tokenizer.json"), max_len, &device)

@@ -108,7 +108,7 @@ pub fn run(g: &Global, a: EvalArgs) -> Result<()> {
     if a.context_window < 256 {
         bail!("--context-window {} is too small (at least 256)", a.context_window);
     }
-    let models = g.store();
+    let models = g.models();
     let model_id = a.model.clone().unwrap_or_else(|| models.catalog().agent_model().to_string());
     super::chat::ensure_model(&models, &model_id)?;
     let embedding_id = models.catalog().default_embedding.clone();

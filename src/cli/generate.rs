@@ -87,8 +87,8 @@ pub struct GenerateArgs {
 
 /// Load a chat model by id/path (default: the catalog's default chat model).
 pub fn load_chat(g: &Global, model: Option<&str>) -> Result<ChatModel> {
-    let store = g.store();
-    let resolved = store.resolve_or_default(model, Role::Chat)?;
+    let models = g.models();
+    let resolved = models.resolve_or_default(model, Role::Chat)?;
     let device = g.device()?;
     let path = resolved.paths[0].clone();
     ChatModel::load(&path, &device, resolved.spec.as_ref()).with_context(|| format!("loading {}", resolved.name()))

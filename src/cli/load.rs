@@ -92,7 +92,7 @@ pub fn run_load(g: &Global, a: LoadArgs) -> Result<()> {
     if a.chunk_tokens < 16 || a.overlap >= a.chunk_tokens || a.batch == 0 {
         bail!("--chunk-tokens must be at least 16, --overlap smaller than it, --batch at least 1");
     }
-    let models = g.store();
+    let models = g.models();
     let store = open_store(g)?;
     if !store.has_agent(&a.agent)? {
         let c = models.catalog();
@@ -195,7 +195,7 @@ pub fn sources(g: &Global, cmd: SourcesCmd) -> Result<()> {
                 let n = store.source_remove(a.id, &a.embedding_model, &name)?;
                 println!("removed {name} ({n} passages)");
             }
-            store.flush_indexes()?;
+            store.save_indexes()?;
         }
     }
     Ok(())

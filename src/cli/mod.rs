@@ -47,7 +47,8 @@ pub struct Global {
 }
 
 impl Global {
-    pub fn store(&self) -> ModelStore {
+    /// The model catalog and files (not the memory database: see `agents::open_store`).
+    pub fn models(&self) -> ModelStore {
         ModelStore::new(self.home.clone().unwrap_or_else(default_home))
     }
 

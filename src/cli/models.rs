@@ -28,11 +28,11 @@ pub enum ModelsCmd {
 }
 
 pub fn run(g: &Global, cmd: ModelsCmd) -> Result<()> {
-    let store = g.store();
+    let models = g.models();
     match cmd {
         ModelsCmd::List => {
             println!("{:<38} {:<10} {:>9}  {:<10} from", "ID", "ROLE", "SIZE", "INSTALLED");
-            for m in &store.catalog().models {
+            for m in &models.catalog().models {
                 let mut from = vec![];
                 if let Some(p) = &m.pypi {
                     from.push(
@@ -43,7 +43,7 @@ pub fn run(g: &Global, cmd: ModelsCmd) -> Result<()> {
                 if let Some(h) = &m.hf {
                     from.push(format!("hf:{}", h.repo));
                 }
-                let installed = if store.is_installed(m) { "yes" } else { "no" };
+                let installed = if models.is_installed(m) { "yes" } else { "no" };
                 println!(
                     "{:<38} {:<10} {:>9}  {:<10} {}",
                     m.id,
@@ -53,12 +53,12 @@ pub fn run(g: &Global, cmd: ModelsCmd) -> Result<()> {
                     from.join(", ")
                 );
             }
-            println!("store: {}", store.model_dir("").display());
+            println!("models: {}", models.model_dir("").display());
         }
         ModelsCmd::Pull { ids, source, force } => {
-            let ids = if ids.is_empty() { store.catalog().defaults() } else { ids };
+            let ids = if ids.is_empty() { models.catalog().defaults() } else { ids };
             for id in ids {
-                let r = store.pull(&id, source, force, true)?;
+                let r = models.pull(&id, source, force, true)?;
                 if r.from == "store" {
                     eprintln!("{id}: already installed");
                 } else {
@@ -68,12 +68,12 @@ pub fn run(g: &Global, cmd: ModelsCmd) -> Result<()> {
         }
         ModelsCmd::Verify { ids } => {
             let ids: Vec<String> = if ids.is_empty() {
-                store.catalog().models.iter().filter(|m| store.is_installed(m)).map(|m| m.id.clone()).collect()
+                models.catalog().models.iter().filter(|m| models.is_installed(m)).map(|m| m.id.clone()).collect()
             } else {
                 ids
             };
             for id in ids {
-                store.verify(&id, true)?;
+                models.verify(&id, true)?;
                 eprintln!("{id}: ok");
             }
         }

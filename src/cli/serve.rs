@@ -34,7 +34,7 @@ pub fn run(g: &Global, a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let models = g.store();
+    let models = g.models();
     let chat = a.model.clone().unwrap_or(models.catalog().agent_model().to_string());
     let emb = models.catalog().default_embedding.clone();
     let cfg =

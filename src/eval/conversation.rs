@@ -430,7 +430,7 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
         }
     }
     rec.finish();
-    store.flush_indexes()?;
+    store.save_indexes()?;
     Ok(())
 }
 

@@ -106,7 +106,7 @@ fn documents_agent(o: &Options, store: &MemoryStore, docs: &[Question]) -> Resul
         }
     }
     store.set_state(a.id, "eval_loaded", &json!(docs.len()))?;
-    store.flush_indexes()?;
+    store.save_indexes()?;
     Ok(name)
 }
 
@@ -197,6 +197,6 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
         }
     }
     rec.finish();
-    store.flush_indexes()?;
+    store.save_indexes()?;
     Ok(())
 }

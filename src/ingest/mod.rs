@@ -159,7 +159,7 @@ pub fn load(
         rep.seconds = t0.elapsed().as_secs_f64();
         progress.update(done_before, &rep);
     }
-    store.flush_indexes()?;
+    store.save_indexes()?;
     rep.seconds = t0.elapsed().as_secs_f64();
     Ok(rep)
 }

@@ -169,7 +169,7 @@ impl MemoryStore {
     }
 
     /// Save every open archival index (they are otherwise saved when the store is dropped).
-    pub fn flush_indexes(&self) -> Result<()> {
+    pub fn save_indexes(&self) -> Result<()> {
         let mut map = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
         for idx in map.values_mut() {
             idx.save()?;
@@ -207,7 +207,7 @@ impl MemoryStore {
 
 impl Drop for MemoryStore {
     fn drop(&mut self) {
-        let _ = self.flush_indexes();
+        let _ = self.save_indexes();
     }
 }
 

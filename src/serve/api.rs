@@ -392,7 +392,7 @@ pub async fn remove_source(
             return Err(Error::Invalid(format!("'{}' is not a source of agent '{name}'", q.path)));
         }
         let n = w.store.source_remove(a.id, &a.embedding_model, &q.path)?;
-        w.store.flush_indexes()?;
+        w.store.save_indexes()?;
         Ok(Json(json!({"removed": q.path, "passages": n})))
     })
     .await

@@ -81,7 +81,7 @@ pub fn spawn(
             while let Some(job) = rx.blocking_recv() {
                 job(&mut w);
             }
-            let _ = w.store.flush_indexes();
+            let _ = w.store.save_indexes();
         })
         .expect("spawning the model thread");
     (tx, handle)

@@ -95,11 +95,18 @@ fn heartbeats_chain_steps_and_send_message_yields() {
     assert_eq!(r.messages, ["You love mangoes!"]);
     assert!(!r.step_limit_hit);
     assert_eq!(obs.0[1], "archival_memory_search \"what fruit\" -> 1 results");
-    // The third step saw the search result in its prompt.
-    assert!(decoded(&sc.prompts[2]).contains("Ana loves mangoes"));
+    // The third step saw the search result in its prompt, and after it the question again
+    // (a search's result ends with the question of the turn).
+    let third = decoded(&sc.prompts[2]);
+    let (result_at, restated_at) = (third.find("Ana loves mangoes").unwrap(), third.rfind("what do I like?").unwrap());
+    assert!(restated_at > result_at, "{third}");
     let roles: Vec<MessageRole> = s.messages(a.record.id).unwrap().iter().map(|m| m.role).collect();
     use MessageRole::*;
     assert_eq!(roles, [User, Assistant, Function, Assistant, Function, Assistant, Function]);
+    let results: Vec<String> =
+        s.messages(a.record.id).unwrap().iter().filter(|m| m.role == Function).map(|m| m.content.clone()).collect();
+    assert!(!results[0].contains("what do I like?"), "an insert's result is not a search's: {}", results[0]);
+    assert!(results[1].contains("what do I like?"), "{}", results[1]);
 }
 
 #[test]
