@@ -338,23 +338,54 @@ pub async fn archival_insert(
 pub struct UploadQuery {
     /// The file's name (its extension picks the reader: .txt, .md, .html, .pdf, .json, .jsonl).
     pub name: String,
+    /// Answer with server-sent events of the load's progress, then the report.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A load's progress as events (`start`, `progress` at most once per percent, `committed`).
+struct LoadEvents {
+    tx: mpsc::UnboundedSender<Value>,
+    total: u64,
+    percent: u64,
+}
+
+impl crate::ingest::Progress for LoadEvents {
+    fn start(&mut self, files: usize, bytes: u64) {
+        self.total = bytes;
+        let _ = self.tx.send(json!({"event": "start", "files": files, "bytes": bytes}));
+    }
+    fn update(&mut self, bytes_done: u64, report: &crate::ingest::LoadReport) {
+        let percent = (bytes_done * 100).checked_div(self.total).unwrap_or(100);
+        if percent != self.percent {
+            self.percent = percent;
+            let _ = self.tx.send(json!({"event": "progress", "bytes_done": bytes_done, "bytes": self.total,
+                                         "chunks": report.chunks}));
+        }
+    }
+    fn committed(&mut self, path: &str, chunks: u64) {
+        let _ = self.tx.send(json!({"event": "committed", "path": path, "chunks": chunks}));
+    }
 }
 
 /// Upload one document (the raw bytes as the body, its name in `?name=`) and load it into the
-/// agent's archival storage, as `pagemind load` does; answers with the load report. The file is
-/// kept under `<home>/uploads/<agent>/`, so loading it again adds nothing.
+/// agent's archival storage, as `pagemind load` does; answers with the load report, or with
+/// `?stream=true` its progress as server-sent events ending with `done` (the report) or
+/// `error`. The file is kept under `<home>/uploads/<agent>/`, so loading it again adds nothing.
 pub async fn upload(
     State(s): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let file = std::path::Path::new(&q.name)
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .filter(|f| !f.starts_with('.'))
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "name: give a file name such as notes.md"))?;
-    call(&s, move |w| {
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let events = tx.clone();
+    let done = submit(&s, move |w| {
         let e = w.embedder.ok_or_else(|| Error::Memory("no embedding model is loaded".into()))?;
         let rec = crate::ingest::make_document_agent(w.store, &name)?;
         let dir = w.store.path().with_file_name("uploads").join(&rec.name);
@@ -362,10 +393,25 @@ pub async fn upload(
         let path = dir.join(&file);
         std::fs::write(&path, &body).map_err(|err| Error::file(&path, err))?;
         let opts = crate::ingest::LoadOptions::default();
-        let r = crate::ingest::load(w.store, e, &rec, &[path], &opts, &mut crate::ingest::NoProgress)?;
-        Ok(Json(serde_json::to_value(r).unwrap_or_default()))
-    })
-    .await
+        let mut progress = LoadEvents { tx: events, total: 0, percent: u64::MAX };
+        let r = crate::ingest::load(w.store, e, &rec, &[path], &opts, &mut progress)?;
+        Ok(serde_json::to_value(r).unwrap_or_default())
+    })?;
+    let done = answer(done);
+    if !q.stream {
+        return Ok(Json(done.await?).into_response());
+    }
+    tokio::spawn(async move {
+        let end = match done.await {
+            Ok(report) => json!({"event": "done", "report": report}),
+            Err(e) => json!({"event": "error", "message": e.message}),
+        };
+        let _ = tx.send(end);
+    });
+    // The stream ends when the job's sender and the one above are both gone.
+    let events = UnboundedReceiverStream::new(rx)
+        .map(|v| Ok::<_, std::convert::Infallible>(Event::default().data(v.to_string())));
+    Ok(Sse::new(events).into_response())
 }
 
 pub async fn sources(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {

@@ -389,6 +389,24 @@ fn documents_upload_into_archival_memory_and_agents_export_and_import_over_http(
         .into_json()
         .unwrap();
     assert_eq!(again["loaded"], 0, "{again}");
+    // Streamed: progress events of the load, then the report.
+    let big: String = (0..1000).map(|i| format!("Line {i}: the valve {i} opens at {} bar.\n", i % 9)).collect();
+    let events = ureq::post(&format!("{}/api/agents/docs/documents?name=valves.txt&stream=true", s.base))
+        .send_bytes(big.as_bytes())
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let events: Vec<Value> =
+        events.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"), "{kinds:?}");
+    assert!(kinds.contains(&"progress") && kinds.contains(&"committed"), "{kinds:?}");
+    let last = events.last().unwrap();
+    assert!(last["event"] == "done" && last["report"]["loaded"] == 1, "{last}");
+    let (st, e) = http(&s, "POST", "/api/agents/nobody/documents?name=a.txt&stream=true", Some(json!({})), None);
+    assert_eq!(st, 200, "a streamed load answers at once; its failure is the last event");
+    assert!(e.as_str().unwrap().contains("\"event\":\"error\""), "{e}");
+    let (_, src) = http(&s, "GET", "/api/agents/docs/sources", None, None);
 
     // Export, import under another name: the same memory, sources included.
     let (st, ex) = http(&s, "GET", "/api/agents/docs/export", None, None);
