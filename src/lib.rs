@@ -34,8 +34,7 @@ pub mod error;
 pub mod eval;
 pub mod grammar;
 pub mod ingest;
-#[path = "../kernels/cpu/mod.rs"]
-pub mod kernels;
+pub use pagemind_kernels as kernels;
 pub mod memory;
 pub mod runtime;
 pub mod serve;

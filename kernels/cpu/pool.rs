@@ -25,8 +25,11 @@ unsafe impl<T> Send for SharedMut<T> {}
 impl<T> SharedMut<T> {
     /// The pointer moved by `i` elements (a method, so closures capture the `Sync` wrapper, not
     /// its raw field).
-    pub fn at(self, i: usize) -> *mut T {
-        // SAFETY: callers pass in-bounds offsets of the allocation the pointer came from.
+    ///
+    /// # Safety
+    /// `i` must be in bounds of the allocation the pointer came from (as for `pointer::add`).
+    pub unsafe fn at(self, i: usize) -> *mut T {
+        // SAFETY: the caller's contract.
         unsafe { self.0.add(i) }
     }
 }

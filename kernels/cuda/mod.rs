@@ -1,4 +1,4 @@
-/*! pagemind's CUDA kernels (feature `cuda`; without it [`stub.rs`](../stub.rs) stands in).
+/*! pagemind's CUDA kernels (feature `cuda`; without it `cuda_stub.rs` stands in).
 
 - [`decode_attention`]: attention for one new token over the KV cache buffers in place
   (`decode_attention.cu`, split over the keys: partials, then a merge): two kernels where
@@ -10,10 +10,10 @@ candle's CUDA backend), so the binary carries no PTX for a fixed architecture. E
 a scalar reference in its tests, which compare the two on random inputs (and skip without a GPU).
 */
 
-use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
+use candle_core::Result;
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Shape, Tensor};
 use std::sync::OnceLock;
 
@@ -142,12 +142,11 @@ pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
         && v.dims() == k.dims()
         && k.stride()[3] == 1
         && k.stride()[2] == d
-        && k.stride() == v.stride()
-        && crate::runtime::linear::own_kernels();
+        && k.stride() == v.stride();
     if !applies {
         return Ok(None);
     }
-    q.contiguous()?.apply_op3_no_bwd(k, v, &DecodeAttention { scale }).map(Some).map_err(Error::from)
+    q.contiguous()?.apply_op3_no_bwd(k, v, &DecodeAttention { scale }).map(Some)
 }
 
 #[cfg(test)]

@@ -306,7 +306,10 @@ impl Transformer {
             // otherwise candle.
             let fast = match t {
                 1 => match super::attention::decode(&q, &k_all, &v_all, scale as f32)? {
-                    None => crate::kernels::cuda::decode_attention(&q, &k_all, &v_all, scale as f32)?,
+                    None if super::linear::own_kernels() => {
+                        crate::kernels::cuda::decode_attention(&q, &k_all, &v_all, scale as f32)?
+                    }
+                    None => None,
                     cpu => cpu,
                 },
                 _ => None,

@@ -1,7 +1,7 @@
 /*! Stand-in for pagemind's CUDA kernels in a build without the `cuda` feature: every entry
-point declines (`None`), so callers take candle's path. See `mod.rs` beside this file. */
+point declines (`None`), so callers take candle's path. See `cuda/mod.rs`. */
 
-use crate::Result;
+use candle_core::Result;
 use candle_core::Tensor;
 
 /// Always `None` without the `cuda` feature.
