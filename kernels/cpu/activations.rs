@@ -27,6 +27,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// `x -> e^x` over a slice.
+#[inline]
 pub fn exp_inplace(xs: &mut [f32]) {
     for x in xs {
         *x = exp(*x);
@@ -48,6 +49,7 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// The erf form of GELU, in place.
+#[inline]
 pub fn gelu_erf_inplace(xs: &mut [f32]) {
     for x in xs {
         let v = *x;

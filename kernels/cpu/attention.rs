@@ -12,6 +12,7 @@ const LANES: usize = 8;
 /// at a time: eight chains in flight, not one. With AVX2 and `d` a multiple of 8 the eight keys'
 /// elements are transposed in registers (lane = key), so each step is one vector multiply and
 /// one add (separate, as the scalar loop rounds).
+#[inline]
 pub fn score(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
     let d = q.len();
     let mut s8 = scores.chunks_exact_mut(LANES);
@@ -36,6 +37,7 @@ pub fn score(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 }
 
 /// The largest score (max is exact in any order, so sixteen lanes then a fold).
+#[inline]
 pub fn max_of(v: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let mut chunks = v.chunks_exact(16);
@@ -51,6 +53,7 @@ const OUT_BLOCK: usize = 64;
 /// `o = sum_p w[p] * v_p` over the `o.len()`-wide value rows `v`, each output element summed in
 /// position order (as a row-at-a-time loop rounds), one 64-wide slice of `o` at a time so its
 /// partial sums stay in registers.
+#[inline]
 pub fn weighted_sum(w: &[f32], v: &[f32], o: &mut [f32]) {
     let d = o.len();
     let mut start = 0;

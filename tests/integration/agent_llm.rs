@@ -46,8 +46,10 @@ fn messages(n: usize, seed: u64) -> Vec<String> {
     (0..n).map(|i| templates[(i + r.random_range(0..templates.len())) % templates.len()](&mut r)).collect()
 }
 
+/// Forty varied user messages (CI time; `PAGEMIND_TEST_N=100` for the hundred), each
+/// decoded by SmolLM2 under the step grammar: every call parses and validates.
 #[test]
-fn a_hundred_varied_user_messages_each_give_a_valid_call() {
+fn varied_user_messages_each_give_a_valid_call() {
     let model = smollm();
     let blocks = vec![
         Block { label: "persona".into(), value: "I am Sam.".into(), limit: 2000, updated_at: 0 },
@@ -61,7 +63,7 @@ fn a_hundred_varied_user_messages_each_give_a_valid_call() {
     let mut steps = LlmSteps::new(model, &tools, 2048, None).unwrap();
     let summary = Summary::default();
     let mut valid = 0;
-    let n: usize = std::env::var("PAGEMIND_TEST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::var("PAGEMIND_TEST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     for (i, text) in messages(n, 7).iter().enumerate() {
         let queue = [user_message(text)];
         let prompt = MainContext { instructions: &inst, working: &working, summary: &summary, queue: &queue, format }
