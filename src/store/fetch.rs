@@ -65,7 +65,7 @@ pub(super) fn clean_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.ends_with(".partial") {
+        if name.ends_with(".partial") || (name.starts_with(".verified") && name.ends_with(".tmp")) {
             let _ = std::fs::remove_file(e.path());
         } else if name.starts_with(".pull-") {
             let _ = std::fs::remove_dir_all(e.path());

@@ -82,6 +82,7 @@ impl ModelStore {
                 return Err(Error::NotInstalled { id: spec.id.clone() });
             }
             let dir = self.model_dir(&spec.id);
+            self.check_hashes(spec)?;
             return Ok(ResolvedModel {
                 spec: Some(spec.clone()),
                 paths: spec.files.iter().map(|f| dir.join(&f.name)).collect(),
@@ -154,6 +155,77 @@ impl ModelStore {
             return Ok(PullReport { id: spec.id, from: "store".into(), bytes: 0 });
         }
         fetch::clean_leftovers(&dir);
-        fetch::pull(&spec, &dir, source, progress)
+        let report = fetch::pull(&spec, &dir, source, progress)?;
+        // The pull hashed every file as it wrote it.
+        let stamp: Vec<Verified> =
+            spec.files.iter().filter_map(|f| Verified::of(&dir.join(&f.name), &f.sha256)).collect();
+        write_stamp(&dir, &stamp);
+        Ok(report)
+    }
+
+    /// Check each file of an installed catalog model against its declared sha256 unless the
+    /// stamp beside it ([`VERIFIED`]) says it was hashed at this size and modification time
+    /// (a pull writes the stamp; a file copied in, edited or damaged in place is hashed again
+    /// at its next load, once).
+    fn check_hashes(&self, spec: &ModelSpec) -> Result<()> {
+        let dir = self.model_dir(&spec.id);
+        let mut stamp = read_stamp(&dir);
+        let mut changed = false;
+        for f in &spec.files {
+            let path = dir.join(&f.name);
+            let Some(now) = Verified::of(&path, &f.sha256) else { continue };
+            if stamp.contains(&now) {
+                continue;
+            }
+            let actual = fetch::sha256_file(&path, false)?;
+            if actual != f.sha256 {
+                return Err(Error::Checksum { path, id: spec.id.clone(), expected: f.sha256.clone(), actual });
+            }
+            stamp.retain(|v| v.name != now.name);
+            stamp.push(now);
+            changed = true;
+        }
+        if changed {
+            write_stamp(&dir, &stamp);
+        }
+        Ok(())
+    }
+}
+
+/// The file beside a model's files recording which of them were hashed, at which size and
+/// modification time.
+pub const VERIFIED: &str = ".verified.json";
+
+/// One file known to match its declared sha256 as long as its size and time are unchanged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Verified {
+    name: String,
+    size: u64,
+    modified_ns: u128,
+    sha256: String,
+}
+
+impl Verified {
+    /// The entry `path` would have now (`None` if it cannot be read).
+    fn of(path: &Path, sha256: &str) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        let modified_ns = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        Some(Verified { name, size: m.len(), modified_ns, sha256: sha256.to_string() })
+    }
+}
+
+fn read_stamp(dir: &Path) -> Vec<Verified> {
+    std::fs::read(dir.join(VERIFIED)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Write the stamp atomically; a store that cannot be written to is hashed at every load.
+fn write_stamp(dir: &Path, stamp: &[Verified]) {
+    let tmp = dir.join(format!("{VERIFIED}.{}.tmp", std::process::id()));
+    let ok = serde_json::to_vec_pretty(stamp)
+        .ok()
+        .is_some_and(|b| std::fs::write(&tmp, b).is_ok() && std::fs::rename(&tmp, dir.join(VERIFIED)).is_ok());
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
     }
 }

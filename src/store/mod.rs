@@ -14,4 +14,4 @@ mod home;
 
 pub use catalog::{Catalog, FileSpec, HfSource, ModelSpec, PypiSource, Role, ToolFormat};
 pub use fetch::{PullReport, Source};
-pub use home::{default_home, ModelStore, ResolvedModel};
+pub use home::{default_home, ModelStore, ResolvedModel, VERIFIED};

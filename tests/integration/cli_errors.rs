@@ -108,6 +108,34 @@ fn sha256_mismatch_on_verify() {
     assert_clean_error(&out, "sha256 mismatch");
 }
 
+/// A model file damaged in place (same size) after it was installed is caught at its next load
+/// by its sha256, once per change: the stamp beside the files records what was hashed.
+#[test]
+fn a_model_damaged_after_install_is_refused_at_load() {
+    let home = tmp();
+    let store = pagemind::store::ModelStore::new(home.path());
+    let spec = store.catalog().require(util::SMOLLM).unwrap().clone();
+    let (src, dir) = (util::store().model_dir(&spec.id), store.model_dir(&spec.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in &spec.files {
+        std::fs::copy(src.join(&f.name), dir.join(&f.name)).unwrap();
+    }
+    let tokenize = || run(pagemind(Some(home.path())).args(["tokenize", "--model", util::SMOLLM, "hello"]));
+    let out = tokenize();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stamp = dir.join(pagemind::store::VERIFIED);
+    assert!(std::fs::read_to_string(&stamp).unwrap().contains(&spec.files[0].sha256));
+    // One byte flipped in the middle: same size, so only the hash can tell.
+    let path = dir.join(&spec.files[0].name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = tokenize();
+    assert_clean_error(&out, "sha256 mismatch");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("models pull smollm2-135m-instruct-q4_1 --force"));
+}
+
 #[test]
 fn failed_pull_leaves_nothing_behind() {
     let home = tmp();
@@ -163,7 +191,8 @@ fn pulls_clean_up_after_killed_ones_and_two_at_once_both_succeed() {
     let mut left: Vec<String> =
         std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
     left.sort();
-    assert_eq!(left, [".pull.lock", "config.json", "model.safetensors", "tokenizer.json"]);
+    // The pull's stamp of what it hashed stays; nothing else.
+    assert_eq!(left, [".pull.lock", ".verified.json", "config.json", "model.safetensors", "tokenizer.json"]);
 }
 
 #[test]
