@@ -556,9 +556,13 @@ impl<'a> Agent<'a> {
             // Small models answer the last message they see, and after a page of results that
             // is a result, not the question (the top-K baseline puts the question last; a
             // heartbeat restating it was answered as a system note). So a search's result ends
-            // with the question it is for (not kept in the step record).
+            // with the question it is for (not kept in the step record), when it found something.
+            // Not after an empty search: SmolLM2 then copied the line into its next query and
+            // its reply ("The user's message: ...").
             let restated = match question.as_deref() {
-                Some(q) if ok && SEARCHES.contains(&call.function.as_str()) => Some(prompts::answer_from_results(q)),
+                Some(q) if ok && SEARCHES.contains(&call.function.as_str()) && !outcome.hits.is_empty() => {
+                    Some(prompts::answer_from_results(q))
+                }
                 _ => None,
             };
             let extra = match &restated {

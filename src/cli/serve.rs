@@ -4,7 +4,7 @@ use super::chat::ensure_model;
 use super::Global;
 use anyhow::{Context, Result};
 use clap::Args;
-use pagemind::serve::{ServeConfig, DEFAULT_QUEUE};
+use pagemind::serve::{ServeConfig, DEFAULT_QUEUE, DEFAULT_TIMEOUT_S};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Requests waiting for the model, at most, before new ones get 503.
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
     pub queue: usize,
+    /// Seconds a request may wait for its response to start (then 504; a running turn still
+    /// completes and is saved).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_S)]
+    pub timeout: u64,
 }
 
 pub fn run(g: &Global, a: ServeArgs) -> Result<()> {
@@ -37,8 +41,14 @@ pub fn run(g: &Global, a: ServeArgs) -> Result<()> {
     let models = g.models();
     let chat = a.model.clone().unwrap_or(models.catalog().agent_model().to_string());
     let emb = models.catalog().default_embedding.clone();
-    let cfg =
-        ServeConfig { listen: a.listen, token, queue: a.queue, chat_model: chat.clone(), embedding_model: emb.clone() };
+    let cfg = ServeConfig {
+        listen: a.listen,
+        token,
+        queue: a.queue,
+        chat_model: chat.clone(),
+        embedding_model: emb.clone(),
+        timeout_s: a.timeout,
+    };
     cfg.check()?;
     ensure_model(&models, &chat)?;
     ensure_model(&models, &emb)?;

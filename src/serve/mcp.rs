@@ -281,6 +281,7 @@ pub fn run(store: MemoryStore, model: ChatModel, embedder: Option<Embedder>, age
         chat_model: String::new(),
         embedding_model: String::new(),
         token: None,
+        timeout: std::time::Duration::MAX,
     };
     let server = AgentServer { state, agent: agent.to_string() };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -46,6 +46,10 @@ pub const UPLOAD_LIMIT: usize = 256 << 20;
 /// Jobs waiting for the model thread, at most, before requests are refused with 503.
 pub const DEFAULT_QUEUE: usize = 16;
 
+/// Seconds a request may take until its response starts, by default (a streamed response then
+/// runs as long as it streams).
+pub const DEFAULT_TIMEOUT_S: u64 = 600;
+
 const PAGE: &str = include_str!("page.html");
 
 /// What every handler shares.
@@ -58,6 +62,8 @@ pub struct AppState {
     /// The embedding model new agents get.
     pub embedding_model: String,
     token: Option<Arc<String>>,
+    /// Time until a response starts (see [`DEFAULT_TIMEOUT_S`]).
+    timeout: std::time::Duration,
 }
 
 /// How to serve.
@@ -68,6 +74,8 @@ pub struct ServeConfig {
     pub queue: usize,
     pub chat_model: String,
     pub embedding_model: String,
+    /// Seconds until a response starts, at most.
+    pub timeout_s: u64,
 }
 
 impl ServeConfig {
@@ -99,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/agents/{name}/documents", post(api::upload).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
         .route("/api/agents/{name}/export", get(api::export))
         .route("/api/agents/import", post(api::import).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), timeout))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -126,6 +135,23 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// A response that has not started after the timeout is answered with 504. The job it waited
+/// for is not stopped: a turn already running completes and is saved (its messages are in
+/// recall), one still queued runs when its turn comes.
+async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(s.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => api::ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "no response within {} s (--timeout); a turn that was running still completes and is saved, so read it back (recall) rather than send it again",
+                s.timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Serve until Ctrl-C or SIGTERM. `ready` is called with the bound address (port 0 picks one).
 pub fn run(
     cfg: ServeConfig,
@@ -147,6 +173,7 @@ pub fn run(
         chat_model: cfg.chat_model,
         embedding_model: cfg.embedding_model,
         token: cfg.token.map(Arc::new),
+        timeout: std::time::Duration::from_secs(cfg.timeout_s.max(1)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

@@ -258,6 +258,28 @@ fn plain_completions_call_tools_and_follow_a_json_schema() {
     }
 }
 
+/// `--timeout`: a response that has not started in time is a JSON 504, and the turn it waited
+/// for still completes and is saved.
+#[test]
+fn a_request_past_the_timeout_gets_504_and_its_turn_is_still_saved() {
+    let home = home_with_models();
+    let s = serve(home.path(), &["--timeout", "1"]);
+    assert_eq!(http(&s, "POST", "/api/agents", Some(json!({"name": "slow"})), None).0, 201);
+    let t0 = std::time::Instant::now();
+    let (st, e) =
+        http(&s, "POST", "/api/agents/slow/messages", Some(json!({"message": "My locker number is 4417."})), None);
+    assert_eq!(st, 504, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--timeout"), "{e}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "answered at the timeout, not at the turn's end");
+    // (SmolLM2 may take every step of the turn: up to a few minutes on a loaded CI core.)
+    let saved = (0..480).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (st, hits) = http(&s, "GET", "/api/agents/slow/recall?query=4417", None, None);
+        st == 200 && hits["items"].to_string().contains("My locker number is 4417.")
+    });
+    assert!(saved, "the turn was not saved after its request timed out");
+}
+
 #[test]
 fn serve_needs_a_token_off_loopback_and_checks_it() {
     let home = home_with_models();
