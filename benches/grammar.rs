@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use pagemind::agent::{agent_sampling, instructions, user_message, working_context, MainContext};
-use pagemind::grammar::{decode_step, StepFormat, StepGrammar};
+use pagemind::grammar::{decode_step, StepGrammar};
 use pagemind::memory::{Block, Summary};
 use pagemind::runtime::{ChatModel, Sampler, Session};
 use pagemind::store::{default_home, ModelStore};
@@ -35,7 +35,7 @@ fn bench_model(id: &str, quick: bool) -> Option<serde_json::Value> {
         Block { label: "human".into(), value: "Nothing is known yet.".into(), limit: 2000, updated_at: 0 },
     ];
     let tools = builtin_tools(&["persona".into(), "human".into()]);
-    let format = r.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
+    let format = r.spec.as_ref().map(|s| s.tool_format).unwrap_or_default();
     let grammar = StepGrammar::new(&model, &tools, format).unwrap();
     let (compact, full) = StepGrammar::listing_sizes(&model, &tools).unwrap();
     let inst = instructions("Sam", &tools, format, 4, 4096);

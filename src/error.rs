@@ -73,9 +73,30 @@ pub enum Error {
     #[error("compute: {0}")]
     Candle(#[from] candle_core::Error),
 
-    /// The memory store (redb) failed.
-    #[error("store {}: {msg}", path.display())]
-    Store { path: PathBuf, msg: String },
+    /// The memory store (redb) could not be opened.
+    #[error("store {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// A read or write of the memory database failed (I/O, a full disk, a damaged file). It
+    /// ends the turn: the model cannot act on it.
+    #[error("memory database (pagemind.redb): {0}; check the disk, then run `pagemind debug check --agent NAME`")]
+    Db(#[source] Box<redb::Error>),
+
+    /// A stored row that does not decode: the database was damaged or edited by hand.
+    #[error("memory database: a row of table '{table}' is damaged ({msg}); export what is readable with `pagemind agents export`")]
+    Corrupt { table: String, msg: String },
+
+    /// Generation was stopped by the user (Ctrl-C) or by a deadline.
+    #[error("generation cancelled")]
+    Cancelled,
+
+    /// A grammar or JSON schema that the constrained decoder cannot compile or follow.
+    #[error("grammar: {0}")]
+    Grammar(String),
 
     /// Another process holds the store.
     #[error("store {} is in use by another pagemind process: close it (or wait) and retry", path.display())]
@@ -107,7 +128,33 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// Every redb error kind converts through [`redb::Error`], keeping its source.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
 impl Error {
+    /// Whether the model should see this error as a function result and try again (bad
+    /// arguments, missing memory, text over a limit), rather than the turn ending with it
+    /// (I/O, the database, the model itself).
+    pub fn is_for_model(&self) -> bool {
+        matches!(self, Error::Memory(_) | Error::Invalid(_) | Error::NoAgent { .. })
+    }
+
     /// A [`Error::File`] for `path` with `msg`.
     pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
         Error::File { path: path.into(), msg: msg.to_string() }

@@ -399,17 +399,8 @@ mod vnni {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::q4_1::{quantize_q8_1, vec_dot_scalar, BlockQ8_1};
+    use super::super::q4_k::tests::rng;
     use super::*;
-
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed;
-        move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        }
-    }
 
     /// Random blocks; block 0 has every nibble at 15 (the largest products).
     pub(crate) fn blocks(n: usize, r: &mut impl FnMut() -> u64) -> Vec<BlockQ4_1> {

@@ -1,14 +1,21 @@
 /*! Handlers of the built-in functions, over the memory tiers.
 
 Each returns `Ok(text)` for the function result, or `Err(text)`: a failure whose text goes
-back to the model (it then gets another step). Results are paginated and truncated to
-[`Agent::result_limit`](super::Agent) characters.
+back to the model (it then gets another step): bad arguments, missing memory, a full block
+([`Error::is_for_model`](crate::Error::is_for_model)). Any other error (the database, the disk, the embedder) ends the turn
+with that error instead: the model can do nothing about it. Results are paginated and truncated
+to [`Agent::result_limit`](super::Agent) characters.
+
+A search that found something ends its result with the user's question
+([`prompts::answer_from_results`](super::prompts::answer_from_results)): small models answer the
+last message they see, and after a page of results that is a result, not the question.
 */
 
 use super::Agent;
 use crate::grammar::ToolCall;
 use crate::memory::{parse_date, Page, RecallFilter};
-use crate::Error;
+use crate::tools::Builtin;
+use crate::Result;
 use serde_json::Value;
 
 /// What a handler did, for the one-line display (`[archival_memory_search "mango" -> 2 results]`).
@@ -17,11 +24,24 @@ pub struct Outcome {
     pub summary: String,
     /// Ids of the messages or passages shown (searches).
     pub hits: Vec<u64>,
+    /// A line for the model after the result (the question restated; not kept in the step
+    /// record).
+    pub trailer: Option<String>,
 }
 
 impl Outcome {
     fn new(result: std::result::Result<String, String>, summary: String) -> Self {
-        Self { result, summary, hits: vec![] }
+        Self { result, summary, hits: vec![], trailer: None }
+    }
+}
+
+/// A handler's result as the model sees it: errors it can act on become its text, any other
+/// error ends the turn.
+fn for_model<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
+    match r {
+        Ok(t) => Ok(Ok(t)),
+        Err(e) if e.is_for_model() => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 
@@ -36,10 +56,6 @@ fn page_of(v: &Value) -> usize {
 
 fn fmt_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
-}
-
-fn err_text(e: Error) -> String {
-    e.to_string()
 }
 
 /// A page of results as the model sees it. Each line gets an equal share of `limit`
@@ -88,9 +104,9 @@ impl Agent<'_> {
     /// room for the summary, one step and an eighth of the window of queue: core memory is
     /// always in the prompt, so its budget follows the window, not only the blocks' character
     /// limits (a 1,024-token window has ~160 tokens for it).
-    fn core_room(&self, added: &str, removed: &str) -> std::result::Result<(), String> {
-        let count = |s: &str| self.model.tokenizer.encode(s, false).map(|t| t.len()).map_err(err_text);
-        let blocks = self.store.blocks(self.record.id).map_err(err_text)?;
+    fn core_room(&self, added: &str, removed: &str) -> Result<std::result::Result<(), String>> {
+        let count = |s: &str| self.model.tokenizer.encode(s, false).map(|t| t.len());
+        let blocks = self.store.blocks(self.record.id)?;
         let now = count(&super::working_context(&blocks, 0, 0))?;
         let budget = self.window.saturating_sub(
             count(&self.instructions)?
@@ -100,20 +116,36 @@ impl Agent<'_> {
         );
         let after = (now + count(added)? + 2).saturating_sub(count(removed)?);
         if after > budget && !added.is_empty() {
-            return Err(format!(
+            return Ok(Err(format!(
                 "Core memory is full for this context window ({after} of {budget} tokens): move older facts to archival memory with archival_memory_insert, or shorten a block with core_memory_replace."
-            ));
+            )));
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
-    /// Run the handler of `call`.
-    pub(super) fn run_tool(&mut self, call: &ToolCall) -> Outcome {
+    /// Run the handler of `call`, in a turn answering `question` (a user turn's message).
+    pub(super) fn run_tool(&mut self, call: &ToolCall, question: Option<&str>) -> Result<Outcome> {
+        let mut o = self.handle(call)?;
+        if let Some(q) = question {
+            if o.result.is_ok() && Builtin::of(&call.function).is_some_and(Builtin::is_search) && !o.hits.is_empty() {
+                // Not after an empty search: SmolLM2 then copied the line into its next query
+                // and its reply ("The user's message: ...").
+                o.trailer = Some(super::prompts::answer_from_results(q));
+            }
+        }
+        Ok(o)
+    }
+
+    fn handle(&mut self, call: &ToolCall) -> Result<Outcome> {
         let a = &call.arguments;
         let id = self.record.id;
         let size = self.page_size;
-        match call.function.as_str() {
-            crate::tools::SEND_MESSAGE => {
+        let Some(builtin) = Builtin::of(&call.function) else {
+            let other = &call.function;
+            return Ok(Outcome::new(Err(format!("unknown function '{other}'")), format!("{other} -> unknown")));
+        };
+        Ok(match builtin {
+            Builtin::SendMessage => {
                 let msg = arg(a, "message");
                 // A message to the user must say something.
                 let result = if msg.trim().is_empty() {
@@ -123,28 +155,25 @@ impl Agent<'_> {
                 };
                 Outcome::new(result, String::new())
             }
-            "core_memory_append" | "core_memory_replace" => {
+            Builtin::CoreMemoryAppend | Builtin::CoreMemoryReplace => {
                 let label = arg(a, "label");
-                let (added, removed) = if call.function == "core_memory_append" {
-                    (arg(a, "content"), "")
-                } else {
-                    (arg(a, "new_content"), arg(a, "old_content"))
-                };
-                if let Err(e) = self.core_room(added, removed) {
+                let append = builtin == Builtin::CoreMemoryAppend;
+                let (added, removed) =
+                    if append { (arg(a, "content"), "") } else { (arg(a, "new_content"), arg(a, "old_content")) };
+                if let Err(e) = self.core_room(added, removed)? {
                     let summary = format!("{} {label} -> full", call.function);
-                    return Outcome::new(Err(e), summary);
+                    return Ok(Outcome::new(Err(e), summary));
                 }
-                let r = if call.function == "core_memory_append" {
+                let r = if append {
                     self.store.core_append(id, label, arg(a, "content"))
                 } else {
                     self.store.core_replace(id, label, arg(a, "old_content"), arg(a, "new_content"))
                 };
-                let result =
-                    r.map(|b| format!("Core memory block '{label}' now reads:\n{}", b.value)).map_err(err_text);
+                let result = for_model(r)?.map(|b| format!("Core memory block '{label}' now reads:\n{}", b.value));
                 let summary = format!("{} {label} -> {}", call.function, if result.is_ok() { "ok" } else { "failed" });
                 Outcome::new(result, summary)
             }
-            "archival_memory_insert" => {
+            Builtin::ArchivalMemoryInsert => {
                 let content = arg(a, "content");
                 let r = self.embed(content).and_then(|v| {
                     let p = crate::memory::NewPassage {
@@ -156,21 +185,21 @@ impl Agent<'_> {
                     };
                     self.store.archival_insert(id, &self.record.embedding_model, p)
                 });
-                let result = r.map(|p| format!("Saved to archival memory as passage {}.", p.id)).map_err(err_text);
+                let result = for_model(r)?.map(|p| format!("Saved to archival memory as passage {}.", p.id));
                 let summary = format!("archival_memory_insert -> {}", if result.is_ok() { "saved" } else { "failed" });
                 Outcome::new(result, summary)
             }
-            "archival_memory_search" => {
+            Builtin::ArchivalMemorySearch => {
                 let q = arg(a, "query");
                 self.searches += 1;
                 let max = self.record.config.max_searches;
                 if self.searches > max {
-                    return Outcome::new(
+                    return Ok(Outcome::new(
                         Err(format!(
                             "Search limit ({max}) for this turn reached: answer now with send_message, citing the sources you found."
                         )),
                         format!("archival_memory_search {q:?} -> limit reached"),
-                    );
+                    ));
                 }
                 let model = &self.record.embedding_model;
                 // Hybrid: passages that contain the query verbatim (an id, a name, a quoted
@@ -182,7 +211,7 @@ impl Agent<'_> {
                     }
                     self.store.archival_search(id, model, &v, page_of(a), size, None)
                 });
-                match r {
+                match for_model(r)? {
                     Ok(p) => {
                         let text = listing(&p, self.result_limit, |n, s| {
                             let src = if s.passage.span.is_empty() {
@@ -200,10 +229,10 @@ impl Agent<'_> {
                         }
                         o
                     }
-                    Err(e) => Outcome::new(Err(err_text(e)), "archival_memory_search -> failed".into()),
+                    Err(e) => Outcome::new(Err(e), "archival_memory_search -> failed".into()),
                 }
             }
-            "conversation_search" => {
+            Builtin::ConversationSearch => {
                 let q = arg(a, "query");
                 let day = |k: &str| a.get(k).and_then(|v| v.as_str()).map(parse_date).transpose();
                 let mut note = "";
@@ -220,7 +249,7 @@ impl Agent<'_> {
                     let any = RecallFilter { before: self.turn_floor, from: None, to: None };
                     self.store.recall_search_filtered(id, q, qv.as_deref(), &any, page_of(a), size)
                 });
-                match r {
+                match for_model(r)? {
                     Ok(p) => {
                         let text = if p.total == 0 {
                             Ok("No results found. Try other keywords.".to_string())
@@ -231,10 +260,28 @@ impl Agent<'_> {
                         o.hits = p.items.iter().map(|m| m.id).collect();
                         o
                     }
-                    Err(e) => Outcome::new(Err(err_text(e)), "conversation_search -> failed".into()),
+                    Err(e) => Outcome::new(Err(e), "conversation_search -> failed".into()),
                 }
             }
-            other => Outcome::new(Err(format!("unknown function '{other}'")), format!("{other} -> unknown")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_model;
+    use crate::Error;
+
+    #[test]
+    fn the_model_sees_what_it_can_act_on_and_a_store_failure_ends_the_turn() {
+        let shown = for_model::<()>(Err(Error::Memory("there is no core memory block 'x'".into()))).unwrap();
+        assert_eq!(shown, Err("there is no core memory block 'x'".to_string()));
+        assert_eq!(for_model(Ok(3)).unwrap(), Ok(3));
+        let io = std::io::Error::other("disk full");
+        for e in [Error::from(redb::Error::Corrupted("bad page".into())), Error::Io(io), Error::Cancelled] {
+            let text = e.to_string();
+            let ended = for_model::<()>(Err(e)).unwrap_err();
+            assert_eq!(ended.to_string(), text);
         }
     }
 }

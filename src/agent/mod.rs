@@ -30,10 +30,10 @@ pub use kv_state::KvState;
 pub use pressure::FlushCost;
 
 use crate::embed::Embedder;
-use crate::grammar::{decode_step, StepFormat, StepGrammar, StepStats, ToolCall};
+use crate::grammar::{decode_step, MessageStream, StepFormat, StepGrammar, StepStats, ToolCall};
 use crate::memory::{AgentRecord, FunctionCall, MemoryStore, Message, MessageRole, Passage};
 use crate::runtime::{ChatModel, PromptEncoder, Sampler, SamplerConfig, Session};
-use crate::tools::{builtin_tools, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
+use crate::tools::{builtin_tools, Builtin, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -475,7 +475,8 @@ impl<'a> Agent<'a> {
         // archival), unless the agent is configured otherwise. Searches only: a forced write
         // made a small model save invented facts ("Pizza is my favourite food") when it had
         // nothing to save.
-        let memory_rule: Vec<&str> = self.tools.iter().map(|t| t.name).filter(|n| SEARCHES.contains(n)).collect();
+        let memory_rule: Vec<&str> =
+            self.tools.iter().map(|t| t.name).filter(|n| Builtin::of(n).is_some_and(Builtin::is_search)).collect();
         let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;
@@ -492,7 +493,7 @@ impl<'a> Agent<'a> {
             let doc_mode = self.record.config.search_first && self.store.has_passages(self.record.id)?;
             let search_first = i == 0 && doc_mode && max > 1;
             let only: Option<&[&str]> = if search_first {
-                Some(&["archival_memory_search"])
+                Some(&[Builtin::ArchivalMemorySearch.name()])
             } else if answer_forced || i + 1 == max {
                 Some(&[SEND_MESSAGE])
             } else if i == 0 && memory_first {
@@ -536,7 +537,7 @@ impl<'a> Agent<'a> {
                 Err(e) => return Err(e),
             };
             if cancelled {
-                return Err(Error::Invalid("generation cancelled".into()));
+                return Err(Error::Cancelled);
             }
             let mut m = Message::new(MessageRole::Assistant, text);
             m.function = Some(FunctionCall {
@@ -548,29 +549,18 @@ impl<'a> Agent<'a> {
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }
-            let outcome = self.run_tool(&call);
+            let outcome = self.run_tool(&call, question.as_deref())?;
             let (ok, result) = match &outcome.result {
                 Ok(t) => (true, t.clone()),
                 Err(t) => (false, t.clone()),
             };
-            // Small models answer the last message they see, and after a page of results that
-            // is a result, not the question (the top-K baseline puts the question last; a
-            // heartbeat restating it was answered as a system note). So a search's result ends
-            // with the question it is for (not kept in the step record), when it found something.
-            // Not after an empty search: SmolLM2 then copied the line into its next query and
-            // its reply ("The user's message: ...").
-            let restated = match question.as_deref() {
-                Some(q) if ok && SEARCHES.contains(&call.function.as_str()) && !outcome.hits.is_empty() => {
-                    Some(prompts::answer_from_results(q))
-                }
-                _ => None,
-            };
-            let extra = match &restated {
+            let restated = &outcome.trailer;
+            let extra = match restated {
                 Some(r) => self.model.tokenizer.encode(r, false)?.len() + 2,
                 None => 0,
             };
             let result = self.fit_result(&result, stats.tokens + extra)?;
-            let shown = match &restated {
+            let shown = match restated {
                 Some(r) => format!("{result}\n{r}"),
                 None => result.clone(),
             };
@@ -633,9 +623,6 @@ impl<'a> Agent<'a> {
     }
 }
 
-/// The memory searches (the memory-first rule's choices; their results restate the question).
-const SEARCHES: [&str; 2] = ["conversation_search", "archival_memory_search"];
-
 impl Agent<'_> {
     /// A function result cut to [`Agent::result_limit`] characters and to half the window
     /// that is left after the system message, the summary, the call (`call_tokens`) and room
@@ -660,83 +647,4 @@ fn cut_chars(text: &str, limit: usize) -> String {
         return text.to_string();
     }
     text.chars().take(limit).collect::<String>() + " [truncated]"
-}
-
-/// Extracts the `message` argument of a `send_message` call from partial step text.
-#[derive(Default)]
-struct MessageStream {
-    shown: usize,
-}
-
-impl MessageStream {
-    fn delta(&mut self, text: &str) -> Option<String> {
-        let is_send = text.contains("\"send_message\"");
-        let start = text.find("\"message\": \"")? + "\"message\": \"".len();
-        if !is_send {
-            return None;
-        }
-        let mut out = String::new();
-        let mut chars = text[start..].chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => break,
-                '\\' => match chars.next() {
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('r') => out.push('\r'),
-                    Some('b') => out.push('\u{8}'),
-                    Some('f') => out.push('\u{c}'),
-                    Some('u') => {
-                        let hex: String = chars.by_ref().take(4).collect();
-                        match u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 4).and_then(char::from_u32) {
-                            Some(c) => out.push(c),
-                            // Incomplete (or a surrogate pair's half): wait for more text.
-                            None => break,
-                        }
-                    }
-                    Some(o) => out.push(o),
-                    None => break,
-                },
-                c => out.push(c),
-            }
-        }
-        // A character whose bytes are not all decoded yet shows as U+FFFD at the end: wait.
-        while out.ends_with('\u{FFFD}') {
-            out.pop();
-        }
-        let n = out.chars().count();
-        if n <= self.shown {
-            return None;
-        }
-        let d: String = out.chars().skip(self.shown).collect();
-        self.shown = n;
-        Some(d)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MessageStream;
-
-    /// Feed growing decodings of one step; what the stream would show, piece by piece.
-    fn shown(steps: &[&str]) -> Vec<String> {
-        let mut s = MessageStream::default();
-        steps.iter().filter_map(|t| s.delta(t)).collect()
-    }
-
-    #[test]
-    fn a_streamed_reply_never_shows_half_a_character_or_a_raw_escape() {
-        let head = r#"{"function": "send_message", "arguments": {"message": ""#;
-        let pieces = shown(&[
-            &format!("{head}Caf"),
-            &format!("{head}Caf\u{FFFD}"), // the first byte of 'é' only
-            &format!("{head}Café"),
-            &format!("{head}Café \\u00"),
-            &format!("{head}Café \\u00e9 \\\"ok\\\"\\n\\b"),
-        ]);
-        assert_eq!(pieces, ["Caf", "é", " ", "é \"ok\"\n\u{8}"]);
-        // The same text as the JSON parser gives the committed message.
-        let committed: String = serde_json::from_str("\"Café \\u00e9 \\\"ok\\\"\\n\\b\"").unwrap();
-        assert_eq!(pieces.concat(), committed);
-    }
 }

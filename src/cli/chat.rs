@@ -383,7 +383,8 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 .rev()
                 .find(|m| {
                     m.role == MessageRole::Assistant
-                        && (name == "rethink" || m.function.as_ref().is_some_and(|f| f.name == "send_message"))
+                        && (name == "rethink"
+                            || m.function.as_ref().is_some_and(|f| f.name == pagemind::tools::SEND_MESSAGE))
                 })
                 .cloned()
                 .context("no earlier step to change")?;

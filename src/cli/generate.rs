@@ -145,7 +145,7 @@ pub fn generate(g: &Global, a: GenerateArgs) -> Result<()> {
 fn tool_step(m: &ChatModel, a: &GenerateArgs) -> Result<()> {
     use pagemind::grammar::{compact_listing, decode_step, StepFormat, StepGrammar};
     let tools = pagemind::tools::builtin_tools(&["persona".into(), "human".into()]);
-    let format = m.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json);
+    let format = StepFormat::of(m);
     let grammar = StepGrammar::new(m, &tools, format)?;
     let system = format!(
         "You are a helpful agent with memory. Every reply is exactly one function call.\nFunctions:\n{}",

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pagemind::ingest::{load, LoadOptions, LoadReport, Progress};
-use pagemind::memory::{DEFAULT_HUMAN, DEFAULT_PERSONA};
+use pagemind::memory::{source_key, DEFAULT_HUMAN, DEFAULT_PERSONA};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -182,18 +182,19 @@ pub fn sources(g: &Global, cmd: SourcesCmd) -> Result<()> {
         SourcesCmd::Remove { agent, paths } => {
             let a = store.agent(&agent.agent)?;
             for p in paths {
-                let name = std::path::absolute(&p).unwrap_or(p.clone()).display().to_string();
-                let name = if store.source(a.id, &name)?.is_some() { name } else { p.display().to_string() };
-                if store.source(a.id, &name)?.is_none() {
+                let abs = std::path::absolute(&p).unwrap_or(p.clone());
+                let key =
+                    [source_key(&abs), source_key(&p)].into_iter().find_map(|k| store.source(a.id, &k).transpose());
+                let Some(rec) = key.transpose()? else {
                     bail!(
                         "'{}' is not a source of agent '{}': see `pagemind sources list --agent {}`",
                         p.display(),
                         a.name,
                         a.name
                     );
-                }
-                let n = store.source_remove(a.id, &a.embedding_model, &name)?;
-                println!("removed {name} ({n} passages)");
+                };
+                let n = store.source_remove(a.id, &a.embedding_model, rec.key())?;
+                println!("removed {} ({n} passages)", rec.path);
             }
             store.save_indexes()?;
         }

@@ -472,7 +472,7 @@ fn ask_agent(
     let hit = turn
         .steps
         .iter()
-        .filter(|s| s.function.starts_with("conversation_search"))
+        .filter(|s| s.function == crate::tools::Builtin::ConversationSearch.name())
         .flat_map(|s| s.hits.iter())
         .any(|id| dia.get(id).is_some_and(|d| q.evidence.contains(d)));
     Ok(Some(hit))

@@ -63,7 +63,7 @@ impl TokenMask for VobMask<'_> {
 }
 
 fn gerr(m: &Matcher, what: &str) -> Error {
-    Error::Invalid(format!("constrained decoding: {what}: {}", m.get_error().unwrap_or_default()))
+    Error::Grammar(format!("constrained decoding: {what}: {}", m.get_error().unwrap_or_default()))
 }
 
 /// Decode one step for `prompt` under `grammar`. `on_token` sees each token as it is accepted.

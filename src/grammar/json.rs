@@ -29,7 +29,7 @@ impl JsonConstraint {
 
     /// Compile over any token environment (tests use tiny fake vocabularies).
     pub fn with_env(env: TokEnv, schema: &Value, eos: u32) -> Result<Self> {
-        let bad = |e: String| Error::Invalid(format!("JSON schema: {e}"));
+        let bad = |e: String| Error::Grammar(format!("JSON schema: {e}"));
         if !schema.is_object() && !schema.is_boolean() {
             return Err(bad("must be an object".into()));
         }
@@ -51,7 +51,7 @@ impl JsonConstraint {
     pub fn matcher(&self) -> Result<Matcher> {
         let m = Matcher::new(self.factory.create_parser(self.grammar.clone()));
         if let Some(e) = m.get_error() {
-            return Err(Error::Invalid(format!("JSON schema: {e}")));
+            return Err(Error::Grammar(format!("JSON schema: {e}")));
         }
         Ok(m)
     }

@@ -22,15 +22,16 @@ println!("{} {}", step.call.function, step.call.arguments);
 */
 
 mod decoder;
+mod format;
 mod json;
 mod tokenv;
 
 pub use decoder::{decode_json, decode_scripted, decode_step, Constrained, Step, StepStats};
+pub use format::{parse_call, MessageStream, StepFormat};
 pub use json::JsonConstraint;
 pub use tokenv::GgufTokEnv;
 
 use crate::runtime::ChatModel;
-use crate::store::ToolFormat;
 use crate::tools::ToolSpec;
 use crate::{Error, Result};
 use llguidance::api::TopLevelGrammar;
@@ -40,123 +41,6 @@ use toktrie::TokEnv;
 
 /// Longest `thoughts` string, in characters.
 pub const MAX_THOUGHTS: usize = 160;
-
-/// How a step is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepFormat {
-    /// `{"thoughts": .., "function": .., "arguments": {..}}`
-    Json,
-    /// `<tool_call>\n{"name": .., "arguments": {"thoughts": .., ..}}\n</tool_call>`
-    Qwen,
-}
-
-impl From<ToolFormat> for StepFormat {
-    fn from(f: ToolFormat) -> Self {
-        match f {
-            ToolFormat::Json => StepFormat::Json,
-            ToolFormat::Qwen => StepFormat::Qwen,
-        }
-    }
-}
-
-impl StepFormat {
-    /// The format a model's catalog entry declares (generic JSON when it declares none).
-    pub fn of(model: &ChatModel) -> Self {
-        model.spec.as_ref().map(|s| StepFormat::from(s.tool_format)).unwrap_or(StepFormat::Json)
-    }
-
-    /// How the format is described to the model in the system prompt.
-    pub fn describe(self) -> &'static str {
-        match self {
-            StepFormat::Json => "{\"thoughts\": \"...\", \"function\": \"...\", \"arguments\": {...}}",
-            StepFormat::Qwen => {
-                "<tool_call>\n{\"name\": \"...\", \"arguments\": {\"thoughts\": \"...\", ...}}\n</tool_call>"
-            }
-        }
-    }
-
-    /// How a plain function call (no thoughts) is described to the model.
-    pub fn describe_plain(self) -> String {
-        self.describe().replace("\"thoughts\": \"...\", ", "")
-    }
-
-    /// The text a call begins with: where a free reply turns into a call.
-    pub fn call_opener(self) -> &'static str {
-        match self {
-            StepFormat::Json => "{",
-            StepFormat::Qwen => "<tool_call>",
-        }
-    }
-
-    /// The system-prompt text that lists `functions` (OpenAI/BFCL function objects) and says
-    /// how to call one (`required`: the answer must be a call), for templates that do not write
-    /// a tool list themselves.
-    pub fn functions_prompt(self, functions: &[Value], required: bool) -> String {
-        let listing = functions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
-        let how = if required {
-            "Answer the user's request with exactly one function call, written as"
-        } else {
-            "When a function would help, call it, written as"
-        };
-        let or_not = if required { "" } else { "; otherwise answer in plain text" };
-        format!("You can call these functions (JSON):\n{listing}\n\n{how}: {}{or_not}", self.describe_plain())
-    }
-
-    /// A plain function call (no thoughts) written as a [`StepGrammar::functions`] grammar
-    /// makes the model write it.
-    pub fn render_function(self, function: &str, arguments: &Value) -> String {
-        let name = serde_json::to_string(function).unwrap_or_default();
-        let args = render_value(arguments);
-        match self {
-            StepFormat::Json => format!("{{\"function\": {name}, \"arguments\": {args}}}"),
-            StepFormat::Qwen => format!("<tool_call>\n{{\"name\": {name}, \"arguments\": {args}}}\n</tool_call>"),
-        }
-    }
-
-    /// A call written exactly as the grammar makes the model write it (for examples in the
-    /// prompt, scripted test models and edited steps).
-    pub fn render(self, call: &ToolCall) -> String {
-        let sep = |v: &Value| serde_json::to_string(v).unwrap_or_default();
-        let mut args = String::new();
-        let obj = call.arguments.as_object().cloned().unwrap_or_default();
-        let mut parts = vec![];
-        if self == StepFormat::Qwen {
-            parts.push(format!("\"thoughts\": {}", sep(&json!(call.thoughts))));
-        }
-        for (k, v) in &obj {
-            parts.push(format!("{}: {}", sep(&json!(k)), render_value(v)));
-        }
-        args.push_str(&parts.join(", "));
-        match self {
-            StepFormat::Json => format!(
-                "{{\"thoughts\": {}, \"function\": {}, \"arguments\": {{{args}}}}}",
-                sep(&json!(call.thoughts)),
-                sep(&json!(call.function))
-            ),
-            StepFormat::Qwen => {
-                format!(
-                    "<tool_call>\n{{\"name\": {}, \"arguments\": {{{args}}}}}\n</tool_call>",
-                    sep(&json!(call.function))
-                )
-            }
-        }
-    }
-}
-
-/// Compact JSON with `": "` and `", "` separators (the grammar's own spacing).
-fn render_value(v: &Value) -> String {
-    match v {
-        Value::Object(o) => {
-            let parts: Vec<String> = o
-                .iter()
-                .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap_or_default(), render_value(v)))
-                .collect();
-            format!("{{{}}}", parts.join(", "))
-        }
-        Value::Array(a) => format!("[{}]", a.iter().map(render_value).collect::<Vec<_>>().join(", ")),
-        other => other.to_string(),
-    }
-}
 
 /// A parsed, validated function call.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,7 +153,7 @@ impl StepGrammar {
 
     /// Compile over any token environment (tests use tiny fake vocabularies).
     pub fn with_env(env: TokEnv, branches: &[Branch], format: StepFormat, thoughts: bool, eos: u32) -> Result<Self> {
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::Invalid(format!("grammar: {e}")))?;
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::Grammar(e.to_string()))?;
         factory.quiet();
         let schema = step_schema(branches, format, thoughts).to_string();
         let lark = match format {
@@ -287,7 +171,7 @@ impl StepGrammar {
         let parser = self.factory.create_parser(self.grammar.clone());
         let m = Matcher::new(parser);
         if let Some(e) = m.get_error() {
-            return Err(Error::Invalid(format!("grammar: {e}")));
+            return Err(Error::Grammar(e.to_string()));
         }
         Ok(m)
     }
@@ -328,27 +212,6 @@ impl StepGrammar {
             .join("\n");
         Ok((model.tokenizer.encode(&compact, false)?.len(), model.tokenizer.encode(&full, false)?.len()))
     }
-}
-
-/// Parse one call written in `format` (from a grammar, or free text that may not follow it).
-pub fn parse_call(text: &str, format: StepFormat) -> Result<ToolCall> {
-    let body = match format {
-        StepFormat::Json => text.trim(),
-        StepFormat::Qwen => text.trim().trim_start_matches("<tool_call>").trim_end_matches("</tool_call>").trim(),
-    };
-    let v: Value = serde_json::from_str(body).map_err(|e| Error::Invalid(format!("step is not JSON ({e}): {text}")))?;
-    let (function, mut args, thoughts) = match format {
-        StepFormat::Json => (&v["function"], v["arguments"].clone(), v["thoughts"].clone()),
-        StepFormat::Qwen => (&v["name"], v["arguments"].clone(), Value::Null),
-    };
-    let function =
-        function.as_str().ok_or_else(|| Error::Invalid(format!("step names no function: {text}")))?.to_string();
-    let o = args.as_object_mut().ok_or_else(|| Error::Invalid(format!("arguments must be an object: {text}")))?;
-    let thoughts = match format {
-        StepFormat::Json => thoughts,
-        StepFormat::Qwen => o.remove("thoughts").unwrap_or_default(),
-    };
-    Ok(ToolCall { thoughts: thoughts.as_str().unwrap_or_default().to_string(), function, arguments: args })
 }
 
 /// The tool list as it appears in the system prompt: signature and one line each.

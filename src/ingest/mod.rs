@@ -146,7 +146,7 @@ pub fn load(
             rep.interrupted = true;
             break;
         }
-        let name = path.display().to_string();
+        let name = crate::memory::source_name(path);
         match load_file(store, embedder, agent, path, opts, &mut rep, progress, done_before) {
             Ok(()) => {}
             Err(FileError::Skip(why)) => rep.skipped.push((name, why)),
@@ -186,7 +186,9 @@ fn load_file(
     progress: &mut dyn Progress,
     done_before: u64,
 ) -> std::result::Result<(), FileError> {
-    let name = path.display().to_string();
+    let mut rec = Source::for_path(path);
+    let key = rec.key().to_vec();
+    let name = rec.path.clone();
     let Some(kind) = Kind::of(path) else {
         return Err(FileError::Skip("unsupported file type".into()));
     };
@@ -194,7 +196,7 @@ fn load_file(
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let model = &agent.embedding_model;
     let mut skip_chunks = 0u64;
-    match store.source(agent.id, &name)? {
+    match store.source(agent.id, &key)? {
         Some(old) if old.sha256 == sha && old.chunk_tokens == opts.chunk_tokens && old.overlap == opts.overlap => {
             if old.complete {
                 rep.unchanged += 1;
@@ -204,23 +206,18 @@ fn load_file(
             rep.resumed += 1;
         }
         Some(_) => {
-            store.source_remove(agent.id, model, &name)?;
+            store.source_remove(agent.id, model, &key)?;
             rep.replaced += 1;
         }
         None => {}
     }
-    let mut rec = Source {
-        path: name.clone(),
-        sha256: sha,
-        bytes,
-        kind: kind.as_str().into(),
-        chunk_tokens: opts.chunk_tokens,
-        overlap: opts.overlap,
-        chunks: skip_chunks,
-        complete: false,
-        loaded_at: now_ms(),
-        note: String::new(),
-    };
+    rec.sha256 = sha;
+    rec.bytes = bytes;
+    rec.kind = kind.as_str().into();
+    rec.chunk_tokens = opts.chunk_tokens;
+    rec.overlap = opts.overlap;
+    rec.chunks = skip_chunks;
+    rec.loaded_at = now_ms();
     let mut chunker = Chunker::new(opts.chunk_tokens, opts.overlap, kind.unit());
     let mut ready: Vec<Chunk> = vec![];
     let mut seen = 0u64; // chunks produced so far, committed or skipped

@@ -1,5 +1,6 @@
 /*! Agents and their core memory (working context blocks). */
 
+use super::codec::{records, Row};
 use super::records::{now_ms, AgentConfig, AgentRecord, Block};
 use super::tables::*;
 use super::MemoryStore;
@@ -46,11 +47,11 @@ impl MemoryStore {
                 )));
             }
         }
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         let rec;
         {
-            let mut agents = tx.open_table(AGENTS).map_err(|e| self.err(e))?;
-            if agents.get(name).map_err(|e| self.err(e))?.is_some() {
+            let mut agents = tx.open_table(AGENTS)?;
+            if agents.get(name)?.is_some() {
                 return Err(Error::AgentExists { name: name.into() });
             }
             let id = self.next_id(&tx, "next_agent_id")?;
@@ -64,25 +65,23 @@ impl MemoryStore {
                 last_used: now,
                 config: AgentConfig::default(),
             };
-            let bytes = serde_json::to_vec(&rec).map_err(|e| self.err(e))?;
-            agents.insert(name, bytes.as_slice()).map_err(|e| self.err(e))?;
-            let mut blocks = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            agents.insert(name, Row::Ref(&rec))?;
+            let mut blocks = tx.open_table(BLOCKS)?;
             for (label, value) in [("persona", persona), ("human", human)] {
                 let b = Block { label: label.into(), value: value.into(), limit: DEFAULT_BLOCK_LIMIT, updated_at: now };
-                let bytes = serde_json::to_vec(&b).map_err(|e| self.err(e))?;
-                blocks.insert((id, label), bytes.as_slice()).map_err(|e| self.err(e))?;
+                blocks.insert((id, label), Row::Ref(&b))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         Ok(rec)
     }
 
     /// The agent called `name`.
     pub fn agent(&self, name: &str) -> Result<AgentRecord> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(AGENTS).map_err(|e| self.err(e))?;
-        let v = t.get(name).map_err(|e| self.err(e))?.ok_or_else(|| Error::NoAgent { name: name.into() })?;
-        serde_json::from_slice(v.value()).map_err(|e| self.err(e))
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(AGENTS)?;
+        let v = t.get(name)?.ok_or_else(|| Error::NoAgent { name: name.into() })?;
+        v.value().decode("agents")
     }
 
     /// Whether an agent called `name` exists.
@@ -96,47 +95,47 @@ impl MemoryStore {
 
     /// All agents, by name.
     pub fn agents(&self) -> Result<Vec<AgentRecord>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(AGENTS).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(AGENTS)?;
         let mut out = vec![];
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        for row in t.iter()? {
+            out.push(row?.1.value().decode("agents")?);
         }
         Ok(out)
     }
 
     /// Replace an agent's record (config, models, last_used).
     pub fn update_agent(&self, rec: &AgentRecord) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(AGENTS).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(rec).map_err(|e| self.err(e))?;
-            t.insert(rec.name.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(AGENTS)?;
+            t.insert(rec.name.as_str(), Row::Ref(rec))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(tx.commit()?)
     }
 
     /// Delete an agent and everything it owns (messages, blocks, passages, index).
     pub fn delete_agent(&self, name: &str) -> Result<()> {
         let rec = self.agent(name)?;
         let id = rec.id;
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            tx.open_table(AGENTS).map_err(|e| self.err(e))?.remove(name).map_err(|e| self.err(e))?;
-            tx.open_table(SUMMARY).map_err(|e| self.err(e))?.remove(id).map_err(|e| self.err(e))?;
-            for table in [MESSAGES, PASSAGES, VECTORS, MESSAGE_VECTORS] {
-                let mut t = tx.open_table(table).map_err(|e| self.err(e))?;
-                t.retain_in((id, 0)..=(id, u64::MAX), |_, _| false).map_err(|e| self.err(e))?;
+            tx.open_table(AGENTS)?.remove(name)?;
+            tx.open_table(SUMMARY)?.remove(id)?;
+            let all = (id, 0)..=(id, u64::MAX);
+            tx.open_table(MESSAGES)?.retain_in(all.clone(), |_, _| false)?;
+            tx.open_table(PASSAGES)?.retain_in(all.clone(), |_, _| false)?;
+            for table in [VECTORS, MESSAGE_VECTORS] {
+                tx.open_table(table)?.retain_in(all.clone(), |_, _| false)?;
             }
-            let mut b = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            b.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
-            let mut s = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
-            s.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
-            let mut src = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-            src.retain(|(a, _), _| a != id).map_err(|e| self.err(e))?;
+            let mut b = tx.open_table(BLOCKS)?;
+            b.retain(|(a, _), _| a != id)?;
+            let mut s = tx.open_table(AGENT_STATE)?;
+            s.retain(|(a, _), _| a != id)?;
+            let mut src = tx.open_table(SOURCES)?;
+            src.retain(|(a, _), _| a != id)?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.forget(id);
         self.drop_index(id);
         // A cache only: a file that cannot be removed is harmless (ids are not reused).
@@ -146,16 +145,9 @@ impl MemoryStore {
 
     /// Core-memory blocks of an agent, `persona` and `human` first.
     pub fn blocks(&self, agent: u64) -> Result<Vec<Block>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-        let mut out: Vec<Block> = vec![];
-        for row in t.range((agent, "")..).map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            if k.value().0 != agent {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
-        }
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(BLOCKS)?;
+        let mut out: Vec<Block> = records(&t, agent, "core_blocks")?;
         let rank = |l: &str| match l {
             "persona" => 0,
             "human" => 1,
@@ -184,26 +176,24 @@ impl MemoryStore {
             )));
         }
         let b = Block { label: label.into(), value: value.into(), limit, updated_at: now_ms() };
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(&b).map_err(|e| self.err(e))?;
-            t.insert((agent, label), bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(BLOCKS)?;
+            t.insert((agent, label), Row::Ref(&b))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         Ok(b)
     }
 
     /// Write a block exactly as given (imports), enforcing its limit.
     pub fn put_block(&self, agent: u64, b: &Block) -> Result<()> {
         self.set_block(agent, &b.label, &b.value, b.limit)?;
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(b).map_err(|e| self.err(e))?;
-            t.insert((agent, b.label.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(BLOCKS)?;
+            t.insert((agent, b.label.as_str()), Row::Ref(b))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(tx.commit()?)
     }
 
     /// Append `content` to a block on a new line.

@@ -6,12 +6,12 @@ index. Search asks the index for the `(page + 1) * size` nearest passages and re
 passage containing the text (case-insensitive), so filtered results are never missed.
 */
 
+use super::codec::{last_id, scan, Row};
 use super::index::{vec_from_bytes, vec_to_bytes};
 use super::records::{now_ms, Page, Passage};
 use super::tables::*;
 use super::{check_text, MemoryStore};
 use crate::{Error, Result};
-use redb::ReadableTable;
 use serde::Serialize;
 
 /// A passage and its cosine similarity to the query.
@@ -47,15 +47,8 @@ impl NewPassage {
 }
 
 /// The largest passage id with a vector for `agent` (0 if none), for the index coverage record.
-pub(crate) fn last_vector_id(store: &MemoryStore, vt: &redb::Table<(u64, u64), &[u8]>, agent: u64) -> Result<u64> {
-    Ok(vt
-        .range((agent, 0)..=(agent, u64::MAX))
-        .map_err(|e| store.err(e))?
-        .next_back()
-        .transpose()
-        .map_err(|e| store.err(e))?
-        .map(|(k, _)| k.value().1)
-        .unwrap_or(0))
+pub(crate) fn last_vector_id(vt: &redb::Table<(u64, u64), &[u8]>, agent: u64) -> Result<u64> {
+    last_id(vt, agent)
 }
 
 impl MemoryStore {
@@ -85,9 +78,9 @@ impl MemoryStore {
         also: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
     ) -> Result<Vec<Passage>> {
         let Some(dim) = items.first().map(|p| p.1.len()) else {
-            let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+            let tx = self.db().begin_write()?;
             also(&tx)?;
-            tx.commit().map_err(|e| self.err(e))?;
+            tx.commit()?;
             return Ok(vec![]);
         };
         for (p, v) in &items {
@@ -96,20 +89,19 @@ impl MemoryStore {
                 return Err(Error::Invalid("all passage vectors must have the same, non-zero, dimension".into()));
             }
         }
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         let mut out = Vec::with_capacity(items.len());
         {
-            let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-            let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+            let mut pt = tx.open_table(PASSAGES)?;
+            let mut vt = tx.open_table(VECTORS)?;
             for (it, v) in &items {
                 let mut p = it.clone();
                 p.id = self.next_id(&tx, "next_passage_id")?;
                 if p.created_at == 0 {
                     p.created_at = now_ms();
                 }
-                let bytes = serde_json::to_vec(&p).map_err(|e| self.err(e))?;
-                pt.insert((agent, p.id), bytes.as_slice()).map_err(|e| self.err(e))?;
-                vt.insert((agent, p.id), vec_to_bytes(v).as_slice()).map_err(|e| self.err(e))?;
+                pt.insert((agent, p.id), Row::Ref(&p))?;
+                vt.insert((agent, p.id), vec_to_bytes(v).as_slice())?;
                 out.push(p);
             }
         }
@@ -117,7 +109,7 @@ impl MemoryStore {
         // Open (or rebuild) the index before committing, so that it reflects the state before
         // these passages; then add them once committed.
         self.with_index(agent, model, dim, |_| Ok(()))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.with_index(agent, model, dim, |idx| {
             for (p, (_, v)) in out.iter().zip(&items) {
                 idx.add(p.id, v)?;
@@ -129,19 +121,19 @@ impl MemoryStore {
 
     /// Delete a passage.
     pub fn archival_delete(&self, agent: u64, model: &str, id: u64) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         let dim;
         let last_id;
         {
-            let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-            let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-            if pt.remove((agent, id)).map_err(|e| self.err(e))?.is_none() {
+            let mut pt = tx.open_table(PASSAGES)?;
+            let mut vt = tx.open_table(VECTORS)?;
+            if pt.remove((agent, id))?.is_none() {
                 return Err(Error::Memory(format!("there is no archival passage with id {id}")));
             }
-            dim = vt.remove((agent, id)).map_err(|e| self.err(e))?.map(|v| v.value().len() / 4).unwrap_or(0);
-            last_id = last_vector_id(self, &vt, agent)?;
+            dim = vt.remove((agent, id))?.map(|v| v.value().len() / 4).unwrap_or(0);
+            last_id = last_vector_id(&vt, agent)?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         if dim > 0 {
             self.with_index(agent, model, dim, |idx| idx.remove(id, last_id))?;
         }
@@ -150,32 +142,32 @@ impl MemoryStore {
 
     /// A passage by id.
     pub fn passage(&self, agent: u64, id: u64) -> Result<Option<Passage>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-        let v = t.get((agent, id)).map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(PASSAGES)?;
+        let v = t.get((agent, id))?;
+        v.map(|v| v.value().decode("passages")).transpose()
     }
 
     /// Every passage of `agent` (id order) for which `keep` holds.
     pub fn passages_where(&self, agent: u64, mut keep: impl FnMut(&Passage) -> bool) -> Result<Vec<Passage>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(PASSAGES)?;
         let mut out = vec![];
-        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            let p: Passage = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+        scan(&t, agent, |_, v: Row<'_, Passage>| {
+            let p = v.decode("passages")?;
             if keep(&p) {
                 out.push(p);
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
     /// A passage's stored vector.
     pub fn passage_vector(&self, agent: u64, id: u64) -> Result<Option<Vec<f32>>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-        let v = t.get((agent, id)).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(VECTORS)?;
+        let v = t.get((agent, id))?;
         Ok(v.map(|v| vec_from_bytes(v.value())))
     }
 
@@ -186,10 +178,14 @@ impl MemoryStore {
 
     /// Whether the agent has any passage (reads one key; cheap on every step).
     pub fn has_passages(&self, agent: u64) -> Result<bool> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-        let mut r = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?;
-        Ok(r.next().is_some())
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(PASSAGES)?;
+        let mut any = false;
+        scan(&t, agent, |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        Ok(any)
     }
 
     /// Search by query embedding; `filter` keeps only passages containing that text.

@@ -217,28 +217,26 @@ impl ArchivalIndex {
 impl MemoryStore {
     /// What redb holds for `agent`: the coverage an index must match.
     fn vector_coverage(&self, agent: u64, model: &str, dim: usize) -> Result<Coverage> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-        let range = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(VECTORS)?;
         let mut count = 0;
         let mut last_id = 0;
-        for row in range {
-            let (k, _) = row.map_err(|e| self.err(e))?;
+        super::codec::scan(&t, agent, |(_, id), _| {
             count += 1;
-            last_id = k.value().1;
-        }
+            last_id = id;
+            Ok(true)
+        })?;
         Ok(Coverage { count, last_id, model: model.into(), dim })
     }
 
     /// Visit every stored vector of `agent` in id order.
     pub(crate) fn for_each_vector(&self, agent: u64, mut f: impl FnMut(u64, Vec<f32>) -> Result<()>) -> Result<()> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            f(k.value().1, vec_from_bytes(v.value()))?;
-        }
-        Ok(())
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(VECTORS)?;
+        super::codec::scan(&t, agent, |(_, id), v| {
+            f(id, vec_from_bytes(v))?;
+            Ok(true)
+        })
     }
 
     /// Run `f` with the agent's open index (opening or rebuilding it first).

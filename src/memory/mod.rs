@@ -29,9 +29,11 @@ assert_eq!(hits.total, 1);
 mod agents;
 mod archival;
 mod check;
+mod codec;
 mod context_cache;
 mod import;
 mod index;
+mod migrate;
 pub mod rank;
 mod recall;
 mod records;
@@ -46,7 +48,7 @@ pub use recall::{parse_date, RecallFilter};
 pub use records::{
     now_ms, AgentConfig, AgentRecord, Block, FunctionCall, Message, MessageRole, Page, Passage, Summary,
 };
-pub use sources::Source;
+pub use sources::{source_key, source_name, Source};
 pub use tables::SCHEMA_VERSION;
 
 use crate::{Error, Result};
@@ -85,7 +87,7 @@ impl MemoryStore {
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::StoreLocked { path }),
-            Err(e) => return Err(Error::Store { path, msg: e.to_string() }),
+            Err(e) => return Err(Error::Store { path, source: Box::new(e.into()) }),
         };
         #[cfg(unix)]
         {
@@ -119,48 +121,44 @@ impl MemoryStore {
         self.kv_dir().join(format!("agent-{id}.kv"))
     }
 
-    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Store { path: self.path.clone(), msg: e.to_string() }
-    }
-
     fn init_schema(&self) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write()?;
         {
-            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let found = meta.get("schema_version").map_err(|e| self.err(e))?.map(|v| v.value());
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
                 None => {
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| self.err(e))?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) if (1..SCHEMA_VERSION).contains(&v) => {
+                    migrate::migrate(&tx, v)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
                 Some(v) => {
-                    let hint = if v > SCHEMA_VERSION {
-                        "it was written by a newer pagemind; upgrade pagemind"
-                    } else {
-                        "it was written by an older pagemind; export agents with that version and import them here"
-                    };
+                    let hint = "it was written by a newer pagemind; upgrade pagemind";
                     return Err(Error::Schema { path: self.path.clone(), found: v, expected: SCHEMA_VERSION, hint });
                 }
             }
             // Create every table so readers never meet a missing one.
-            tx.open_table(AGENTS).map_err(|e| self.err(e))?;
-            tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
-            tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
-            tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-            tx.open_table(VECTORS).map_err(|e| self.err(e))?;
-            tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
-            tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-            tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+            tx.open_table(AGENTS)?;
+            tx.open_table(BLOCKS)?;
+            tx.open_table(MESSAGES)?;
+            tx.open_table(SUMMARY)?;
+            tx.open_table(PASSAGES)?;
+            tx.open_table(VECTORS)?;
+            tx.open_table(AGENT_STATE)?;
+            tx.open_table(SOURCES)?;
+            tx.open_table(MESSAGE_VECTORS)?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(tx.commit()?)
     }
 
     /// Take the next value of a counter in `META` inside `tx`.
     pub(crate) fn next_id(&self, tx: &redb::WriteTransaction, key: &str) -> Result<u64> {
-        let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-        let id = meta.get(key).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(1);
-        meta.insert(key, id + 1).map_err(|e| self.err(e))?;
+        let mut meta = tx.open_table(META)?;
+        let id = meta.get(key)?.map(|v| v.value()).unwrap_or(1);
+        meta.insert(key, id + 1)?;
         Ok(id)
     }
 
@@ -179,28 +177,35 @@ impl MemoryStore {
 
     /// Per-agent state stored for other modules (e.g. the loaded sources of document QA).
     pub fn get_state(&self, agent: u64, key: &str) -> Result<Option<serde_json::Value>> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
-        let v = t.get((agent, key)).map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(AGENT_STATE)?;
+        let v = t.get((agent, key))?;
+        v.map(|v| v.value().decode("agent_state")).transpose()
     }
 
     /// Set per-agent state (durable on return).
     pub fn set_state(&self, agent: u64, key: &str, value: &serde_json::Value) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write()?;
         {
-            let mut t = tx.open_table(AGENT_STATE).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
-            t.insert((agent, key), bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(AGENT_STATE)?;
+            t.insert((agent, key), codec::Row::Ref(value))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(tx.commit()?)
     }
 
     /// Number of rows of `agent` in a `(agent, id)` table.
-    pub(crate) fn count_rows(&self, table: redb::TableDefinition<(u64, u64), &[u8]>, agent: u64) -> Result<usize> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(table).map_err(|e| self.err(e))?;
-        let n = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?.count();
+    pub(crate) fn count_rows<V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<(u64, u64), V>,
+        agent: u64,
+    ) -> Result<usize> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let mut n = 0;
+        codec::scan(&t, agent, |_, _| {
+            n += 1;
+            Ok(true)
+        })?;
         Ok(n)
     }
 }

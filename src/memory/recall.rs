@@ -11,6 +11,7 @@ Search semantics (documented for the model and for people):
 - pages are 0-based with a page size (default 5).
 */
 
+use super::codec::{scan, Row};
 use super::records::{now_ms, Message, Page, Summary};
 use super::tables::*;
 use super::{check_text, MemoryStore};
@@ -152,68 +153,66 @@ impl MemoryStore {
         for m in &msgs {
             check_text("message", &m.content)?;
         }
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         let mut out = Vec::with_capacity(msgs.len());
         {
-            let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(MESSAGES)?;
             for mut msg in msgs {
                 msg.id = self.next_id(&tx, "next_message_id")?;
                 if msg.created_at == 0 {
                     msg.created_at = now_ms();
                 }
-                let bytes = serde_json::to_vec(&msg).map_err(|e| self.err(e))?;
-                t.insert((agent, msg.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert((agent, msg.id), Row::Ref(&msg))?;
                 out.push(msg);
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.appended(agent, &out);
         Ok(out)
     }
 
     /// Rewrite stored messages (same ids), e.g. to mark them out of context; one transaction.
     pub fn update_messages(&self, agent: u64, msgs: &[Message]) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(MESSAGES)?;
             for m in msgs {
-                let bytes = serde_json::to_vec(m).map_err(|e| self.err(e))?;
-                t.insert((agent, m.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert((agent, m.id), Row::Ref(m))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.updated(agent, msgs);
         Ok(())
     }
 
     /// Delete messages by id (used by `/pop` and `/retry`).
     pub fn delete_messages(&self, agent: u64, ids: &[u64]) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
-            let mut v = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(MESSAGES)?;
+            let mut v = tx.open_table(MESSAGE_VECTORS)?;
             for id in ids {
-                t.remove((agent, *id)).map_err(|e| self.err(e))?;
-                v.remove((agent, *id)).map_err(|e| self.err(e))?;
+                t.remove((agent, *id))?;
+                v.remove((agent, *id))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.removed(agent, ids);
         Ok(())
     }
 
     /// Every message of `agent`, oldest first, for which `keep` holds.
     pub fn messages_where(&self, agent: u64, mut keep: impl FnMut(&Message) -> bool) -> Result<Vec<Message>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(MESSAGES)?;
         let mut out = vec![];
-        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            let m: Message = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+        scan(&t, agent, |_, v: Row<'_, Message>| {
+            let m = v.decode("messages")?;
             if keep(&m) {
                 out.push(m);
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -271,27 +270,25 @@ impl MemoryStore {
 
     /// Store embeddings of messages' conversation text (one transaction).
     pub fn put_message_vectors(&self, agent: u64, items: &[(u64, Vec<f32>)]) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut t = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(MESSAGE_VECTORS)?;
             for (id, v) in items {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                t.insert((agent, *id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert((agent, *id), super::index::vec_to_bytes(v).as_slice())?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(tx.commit()?)
     }
 
     /// Every message embedding of `agent`, by message id.
     pub fn message_vectors(&self, agent: u64) -> Result<std::collections::HashMap<u64, Vec<f32>>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(MESSAGE_VECTORS).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(MESSAGE_VECTORS)?;
         let mut out = std::collections::HashMap::new();
-        for row in t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let v: Vec<f32> = v.value().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            out.insert(k.value().1, v);
-        }
+        scan(&t, agent, |(_, id), v| {
+            out.insert(id, super::index::vec_from_bytes(v));
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -332,13 +329,9 @@ impl MemoryStore {
 
     /// The largest message id of `agent` (0 if none).
     pub fn last_message_id(&self, agent: u64) -> Result<u64> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
-        let last = t.range((agent, 0)..=(agent, u64::MAX)).map_err(|e| self.err(e))?.next_back();
-        match last {
-            Some(row) => Ok(row.map_err(|e| self.err(e))?.0.value().1),
-            None => Ok(0),
-        }
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(MESSAGES)?;
+        super::codec::last_id(&t, agent)
     }
 
     /// The recursive summary (empty if none yet).
@@ -346,11 +339,11 @@ impl MemoryStore {
         if let Some(s) = self.context.summary(agent) {
             return Ok(s);
         }
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
-        let v = t.get(agent).map_err(|e| self.err(e))?;
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(SUMMARY)?;
+        let v = t.get(agent)?;
         let s = match v {
-            Some(v) => serde_json::from_slice(v.value()).map_err(|e| self.err(e))?,
+            Some(v) => v.value().decode("summary")?,
             None => Summary::default(),
         };
         self.context.set_summary(agent, &s);
@@ -359,36 +352,33 @@ impl MemoryStore {
 
     /// Write the summary exactly as given (imports).
     pub fn put_summary(&self, agent: u64, summary: &Summary) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         {
-            let mut s = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(summary).map_err(|e| self.err(e))?;
-            s.insert(agent, bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut s = tx.open_table(SUMMARY)?;
+            s.insert(agent, Row::Ref(summary))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.set_summary(agent, summary);
         Ok(())
     }
 
     /// Replace the summary and mark `evicted` out of context, atomically (a flush).
     pub fn flush_queue(&self, agent: u64, summary: &Summary, evicted: &[Message]) -> Result<()> {
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write()?;
         let sum = {
-            let mut s = tx.open_table(SUMMARY).map_err(|e| self.err(e))?;
+            let mut s = tx.open_table(SUMMARY)?;
             let mut sum = summary.clone();
             sum.updated_at = now_ms();
-            let bytes = serde_json::to_vec(&sum).map_err(|e| self.err(e))?;
-            s.insert(agent, bytes.as_slice()).map_err(|e| self.err(e))?;
-            let mut t = tx.open_table(MESSAGES).map_err(|e| self.err(e))?;
+            s.insert(agent, Row::Ref(&sum))?;
+            let mut t = tx.open_table(MESSAGES)?;
             for m in evicted {
                 let mut m = m.clone();
                 m.in_context = false;
-                let bytes = serde_json::to_vec(&m).map_err(|e| self.err(e))?;
-                t.insert((agent, m.id), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert((agent, m.id), Row::Ref(&m))?;
             }
             sum
         };
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         self.context.removed(agent, &evicted.iter().map(|m| m.id).collect::<Vec<_>>());
         self.context.set_summary(agent, &sum);
         Ok(())

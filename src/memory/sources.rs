@@ -3,20 +3,48 @@
 A file is loaded in batches; each batch of passages and the updated record (chunks done so far)
 commit in one transaction, so an interrupted load leaves a consistent prefix and a later load
 resumes after it. A record is `complete` once its last batch has committed.
+
+A source is keyed by the raw bytes of its path ([`source_key`]), so two names that differ only
+in bytes that are not UTF-8 are two sources; its [`Source::path`] is the readable form
+([`source_name`]: invalid bytes written `\xNN`), which passages carry as their `source`.
 */
 
 use super::archival::NewPassage;
+use super::codec::{records, Row};
 use super::records::Passage;
 use super::tables::*;
 use super::MemoryStore;
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The key of a loaded file: its path's raw bytes (the OS encoding).
+pub fn source_key(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_encoded_bytes().to_vec()
+}
+
+/// The readable name of a loaded file: its path, with bytes that are not UTF-8 written `\xNN`
+/// (distinct raw names give distinct names, unlike a lossy conversion).
+pub fn source_name(path: &Path) -> String {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
 
 /// A file loaded (or being loaded) into archival storage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
-    /// The path as given to `load`, made absolute.
+    /// The path as given to `load`, made absolute ([`source_name`]).
     pub path: String,
+    /// The path's raw bytes when they are not UTF-8 (else `path` is the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<Vec<u8>>,
     /// sha256 of the file's bytes, hex.
     pub sha256: String,
     pub bytes: u64,
@@ -36,61 +64,82 @@ pub struct Source {
     pub note: String,
 }
 
+impl Source {
+    /// The record of the file at `path` (absolute), before anything is loaded from it.
+    pub fn for_path(path: &Path) -> Self {
+        let name = source_name(path);
+        let raw = source_key(path);
+        Source {
+            raw_path: (raw != name.as_bytes()).then_some(raw),
+            path: name,
+            sha256: String::new(),
+            bytes: 0,
+            kind: String::new(),
+            chunk_tokens: 0,
+            overlap: 0,
+            chunks: 0,
+            complete: false,
+            loaded_at: 0,
+            note: String::new(),
+        }
+    }
+
+    /// Its key in the store: the raw path bytes.
+    pub fn key(&self) -> &[u8] {
+        self.raw_path.as_deref().unwrap_or(self.path.as_bytes())
+    }
+}
+
 impl MemoryStore {
-    /// The record of one source.
-    pub fn source(&self, agent: u64, path: &str) -> Result<Option<Source>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-        let v = t.get((agent, path)).map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+    /// The record of one source, by key ([`source_key`], or a name's bytes).
+    pub fn source(&self, agent: u64, key: &[u8]) -> Result<Option<Source>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(SOURCES)?;
+        let v = t.get((agent, key))?;
+        v.map(|v| v.value().decode("sources")).transpose()
     }
 
     /// Every source of an agent, by path.
     pub fn sources(&self, agent: u64) -> Result<Vec<Source>> {
-        let tx = self.db().begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-        let mut out = vec![];
-        for row in t.range((agent, "")..).map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            if k.value().0 != agent {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(SOURCES)?;
+        records(&t, agent, "sources")
     }
 
     /// Commit a batch of a source's passages together with its updated record.
     pub fn source_append(&self, agent: u64, model: &str, rec: &Source, items: Vec<NewPassage>) -> Result<Vec<Passage>> {
         let items = items.into_iter().map(NewPassage::into_row).collect();
-        let bytes = serde_json::to_vec(rec).map_err(|e| self.err(e))?;
         self.archival_import_with(agent, model, items, |tx| {
-            let mut t = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-            t.insert((agent, rec.path.as_str()), bytes.as_slice()).map_err(|e| self.err(e))?;
+            let mut t = tx.open_table(SOURCES)?;
+            t.insert((agent, rec.key()), Row::Ref(rec))?;
             Ok(())
         })
     }
 
-    /// Remove a source and all its passages in one transaction; returns the passages removed.
-    pub fn source_remove(&self, agent: u64, model: &str, path: &str) -> Result<usize> {
-        let ids: Vec<u64> = self.passages_where(agent, |p| p.source == path)?.iter().map(|p| p.id).collect();
-        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
+    /// Remove a source (by key) and all its passages in one transaction; returns the passages
+    /// removed (0 if there is no such source).
+    pub fn source_remove(&self, agent: u64, model: &str, key: &[u8]) -> Result<usize> {
+        let Some(rec) = self.source(agent, key)? else {
+            return Ok(0);
+        };
+        let ids: Vec<u64> = self.passages_where(agent, |p| p.source == rec.path)?.iter().map(|p| p.id).collect();
+        let tx = self.db().begin_write()?;
         let mut dim = 0;
         let last_id;
         {
-            let mut pt = tx.open_table(PASSAGES).map_err(|e| self.err(e))?;
-            let mut vt = tx.open_table(VECTORS).map_err(|e| self.err(e))?;
+            let mut pt = tx.open_table(PASSAGES)?;
+            let mut vt = tx.open_table(VECTORS)?;
             for &id in &ids {
-                pt.remove((agent, id)).map_err(|e| self.err(e))?;
-                if let Some(v) = vt.remove((agent, id)).map_err(|e| self.err(e))? {
+                pt.remove((agent, id))?;
+                if let Some(v) = vt.remove((agent, id))? {
                     dim = v.value().len() / 4;
                 }
             }
-            last_id = super::archival::last_vector_id(self, &vt, agent)?;
-            let mut st = tx.open_table(SOURCES).map_err(|e| self.err(e))?;
-            st.remove((agent, path)).map_err(|e| self.err(e))?;
+            last_id = super::archival::last_vector_id(&vt, agent)?;
+            let mut st = tx.open_table(SOURCES)?;
+            st.remove((agent, key))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit()?;
         if dim > 0 {
             self.with_index(agent, model, dim, |idx| {
                 for &id in &ids {

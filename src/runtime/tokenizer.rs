@@ -245,29 +245,47 @@ pub(crate) fn byte_level_alphabet() -> Vec<(u8, char)> {
 }
 
 /// Incremental detokenizer for streaming: yields text only once it is valid UTF-8.
+///
+/// Each push decodes only a window, from the token before the last piece yielded to the end
+/// (tokenizers' "decode stream"): decoding the window with and without the new tokens and
+/// taking the difference keeps word-initial spaces right, and the cost per token stays constant
+/// however long the reply grows.
 #[derive(Default)]
 pub struct TokenStream {
     ids: Vec<u32>,
-    printed: usize,
+    /// Start of the window: the tokens before it were yielded long ago.
+    prefix: usize,
+    /// End of what has been yielded.
+    read: usize,
+    /// Whether control tokens are written out (`<tool_call>`) rather than skipped.
+    keep_special: bool,
 }
 
 impl TokenStream {
+    /// A stream that writes control tokens out (to see a `<tool_call>` opener).
+    pub fn keeping_special() -> Self {
+        Self { keep_special: true, ..Self::default() }
+    }
+
     /// Push a token; returns the newly complete text, if any.
     pub fn push(&mut self, tk: &GgufTokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = tk.decode(&self.ids, true)?;
+        let skip = !self.keep_special;
+        let before = tk.decode(&self.ids[self.prefix..self.read], skip)?;
+        let text = tk.decode(&self.ids[self.prefix..], skip)?;
         if text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
-        let Some(new) = text.get(self.printed..).filter(|s| !s.is_empty()).map(str::to_string) else {
+        let Some(new) = text.get(before.len()..).filter(|s| !s.is_empty()).map(str::to_string) else {
             return Ok(None);
         };
-        self.printed = text.len();
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Ok(Some(new))
     }
 
     /// All the text so far.
     pub fn text(&self, tk: &GgufTokenizer) -> Result<String> {
-        tk.decode(&self.ids, true)
+        tk.decode(&self.ids, !self.keep_special)
     }
 }

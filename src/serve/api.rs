@@ -36,7 +36,9 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::NoAgent { .. } => StatusCode::NOT_FOUND,
             Error::AgentExists { .. } => StatusCode::CONFLICT,
-            Error::Invalid(_) | Error::Memory(_) | Error::ContextOverflow { .. } => StatusCode::BAD_REQUEST,
+            Error::Invalid(_) | Error::Memory(_) | Error::Grammar(_) | Error::ContextOverflow { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
@@ -67,6 +69,10 @@ pub fn submit<T: Send + 'static>(
 ) -> ApiResult<oneshot::Receiver<crate::Result<T>>> {
     let (tx, rx) = oneshot::channel();
     let job: Job = Box::new(move |w| {
+        // Nobody waits for it any more (the request timed out or the client went away).
+        if tx.is_closed() {
+            return;
+        }
         let _ = tx.send(f(w));
     });
     queue(state, job)?;
@@ -144,6 +150,11 @@ impl Observer for Forward {
 pub fn start_turn(state: &AppState, agent: String, message: String) -> ApiResult<mpsc::UnboundedReceiver<TurnEvent>> {
     let (tx, rx) = mpsc::unbounded_channel();
     let job: Job = Box::new(move |w| {
+        // A turn whose request timed out (or whose client left) while it waited in the queue
+        // is not started: nothing of it was saved, and nobody would read its reply.
+        if tx.is_closed() {
+            return;
+        }
         let r = (|| -> crate::Result<TurnResult> {
             let mut a = w.agent(&agent)?;
             let steps = w.steps(&a)?;
@@ -434,10 +445,10 @@ pub async fn remove_source(
 ) -> ApiResult<Json<Value>> {
     call(&s, move |w| {
         let a = w.store.agent(&name)?;
-        if w.store.source(a.id, &q.path)?.is_none() {
+        if w.store.source(a.id, q.path.as_bytes())?.is_none() {
             return Err(Error::Invalid(format!("'{}' is not a source of agent '{name}'", q.path)));
         }
-        let n = w.store.source_remove(a.id, &a.embedding_model, &q.path)?;
+        let n = w.store.source_remove(a.id, &a.embedding_model, q.path.as_bytes())?;
         w.store.save_indexes()?;
         Ok(Json(json!({"removed": q.path, "passages": n})))
     })

@@ -419,12 +419,18 @@ fn free_text(
     let tk = model.tokenizer.clone();
     let mut out: Vec<u32> = vec![];
     let mut ts = TokenStream::default();
+    // The reply with control tokens written out, grown a piece at a time.
+    let mut raw = TokenStream::keeping_special();
+    let mut raw_text = String::new();
     let mut opened_at: Option<usize> = None;
     let mut held = String::new();
     let g = session.generate(context, sampler, max_tokens, None, |t| {
         out.push(t);
         if let Some(format) = lazy {
-            let opener = opener(&tk.decode(&out, false)?, format);
+            if let Some(piece) = raw.push(&tk, t)? {
+                raw_text.push_str(&piece);
+            }
+            let opener = opener(&raw_text, format);
             if let Opener::At(_) = opener {
                 opened_at = Some(out.len() - 1);
                 return Ok(false);

@@ -159,12 +159,7 @@ impl AgentServer {
         Ok(match name {
             "send_message" => {
                 let message = arg(&args, "message")?.to_string();
-                self.turn(message).await.map(|mut v| {
-                    // The reply first, for clients that show only the text.
-                    let ops = v["memory_operations"].as_array().map_or(0, Vec::len);
-                    v["summary"] = json!(format!("{} ({ops} memory operations)", v["reply"].as_str().unwrap_or("")));
-                    v
-                })
+                self.turn(message).await
             }
             "search_recall" => {
                 let (query, from, to) = (

@@ -135,16 +135,16 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// A response that has not started after the timeout is answered with 504. The job it waited
-/// for is not stopped: a turn already running completes and is saved (its messages are in
-/// recall), one still queued runs when its turn comes.
+/// A response that has not started after the timeout is answered with 504. A turn already
+/// running is not stopped: it completes and is saved (its messages are in recall); a job still
+/// waiting in the queue is dropped when its turn comes (see `api::submit`, `api::start_turn`).
 async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(s.timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => api::ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "no response within {} s (--timeout); a turn that was running still completes and is saved, so read it back (recall) rather than send it again",
+                "no response within {} s (--timeout); a turn that had started still completes and is saved (read it back with recall), one still waiting in the queue was dropped (send it again)",
                 s.timeout.as_secs()
             ),
         )

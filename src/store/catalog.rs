@@ -23,17 +23,6 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// How an agent step is written by this model (see the constrained decoder).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ToolFormat {
-    /// `{"thoughts": .., "function": .., "arguments": {..}, "request_heartbeat": ..}`
-    #[default]
-    Json,
-    /// Qwen2.5's native `<tool_call>{"name": .., "arguments": {..}}</tool_call>`.
-    Qwen,
-}
-
 /// One file of a model, as stored under `<home>/models/<id>/`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FileSpec {
@@ -64,7 +53,7 @@ pub struct ModelSpec {
     pub architecture: String,
     pub context_length: usize,
     #[serde(default)]
-    pub tool_format: ToolFormat,
+    pub tool_format: crate::grammar::StepFormat,
     #[serde(default)]
     pub description: String,
     /// Overrides the GGUF's own `tokenizer.chat_template` (for files that lack one).

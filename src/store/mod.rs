@@ -12,6 +12,6 @@ mod catalog;
 mod fetch;
 mod home;
 
-pub use catalog::{Catalog, FileSpec, HfSource, ModelSpec, PypiSource, Role, ToolFormat};
+pub use catalog::{Catalog, FileSpec, HfSource, ModelSpec, PypiSource, Role};
 pub use fetch::{PullReport, Source};
 pub use home::{default_home, ModelStore, ResolvedModel, VERIFIED};

@@ -107,8 +107,53 @@ impl ToolSpec {
     }
 }
 
+/// MemGPT's built-in functions: the one place their names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    SendMessage,
+    CoreMemoryAppend,
+    CoreMemoryReplace,
+    ArchivalMemoryInsert,
+    ArchivalMemorySearch,
+    ConversationSearch,
+}
+
+impl Builtin {
+    /// Every built-in function, in the order the prompt lists them.
+    pub const ALL: [Builtin; 6] = [
+        Builtin::SendMessage,
+        Builtin::CoreMemoryAppend,
+        Builtin::CoreMemoryReplace,
+        Builtin::ArchivalMemoryInsert,
+        Builtin::ArchivalMemorySearch,
+        Builtin::ConversationSearch,
+    ];
+
+    /// The function's name as the model calls it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Builtin::SendMessage => "send_message",
+            Builtin::CoreMemoryAppend => "core_memory_append",
+            Builtin::CoreMemoryReplace => "core_memory_replace",
+            Builtin::ArchivalMemoryInsert => "archival_memory_insert",
+            Builtin::ArchivalMemorySearch => "archival_memory_search",
+            Builtin::ConversationSearch => "conversation_search",
+        }
+    }
+
+    /// The built-in called `name`, if any.
+    pub fn of(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Whether it searches a memory tier (recall or archival).
+    pub fn is_search(self) -> bool {
+        matches!(self, Builtin::ArchivalMemorySearch | Builtin::ConversationSearch)
+    }
+}
+
 /// The one function whose text reaches the user; calling it ends the turn.
-pub const SEND_MESSAGE: &str = "send_message";
+pub const SEND_MESSAGE: &str = Builtin::SendMessage.name();
 
 /// Highest page a search may ask for (pages are 1-based for the model, as the result headers
 /// count them); a page past the results is answered with how many pages there are.
@@ -154,12 +199,12 @@ pub fn builtin_tools(labels: &[String]) -> Vec<ToolSpec> {
             params: vec![s("message", MAX_MESSAGE, "the message text")],
         },
         ToolSpec {
-            name: "core_memory_append",
+            name: Builtin::CoreMemoryAppend.name(),
             description: "Add a lasting fact to a core memory block (always visible to you).",
             params: vec![label(), s("content", MAX_CONTENT, "text to append")],
         },
         ToolSpec {
-            name: "core_memory_replace",
+            name: Builtin::CoreMemoryReplace.name(),
             description: "Replace exact text in a core memory block (empty new_content deletes it).",
             params: vec![
                 label(),
@@ -168,17 +213,17 @@ pub fn builtin_tools(labels: &[String]) -> Vec<ToolSpec> {
             ],
         },
         ToolSpec {
-            name: "archival_memory_insert",
+            name: Builtin::ArchivalMemoryInsert.name(),
             description: "Save a fact or passage to archival memory (unlimited, searchable by meaning).",
             params: vec![s("content", MAX_CONTENT, "text to store")],
         },
         ToolSpec {
-            name: "archival_memory_search",
+            name: Builtin::ArchivalMemorySearch.name(),
             description: "Search archival memory (documents, saved facts); best matches first, in pages.",
             params: vec![s("query", MAX_QUERY, "what to look for"), page()],
         },
         ToolSpec {
-            name: "conversation_search",
+            name: Builtin::ConversationSearch.name(),
             description: "Search all past messages (recall memory) by keywords, optionally within dates (inclusive, UTC); best matches first, in pages.",
             params: vec![
                 s("query", MAX_QUERY, "keywords to look for"),

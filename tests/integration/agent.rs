@@ -1,10 +1,13 @@
 //! The agent loop against a scripted stand-in model (real tokenizer and template for token
-//! accounting, scripted calls instead of decoding).
+//! accounting, scripted calls instead of decoding). Tests without an embedder are hermetic: they
+//! run on the synthetic model built in memory ([`util::tiny`]) and need no model file; those
+//! that search archival memory also need MiniLM and use SmolLM2's tokenizer.
 
 use crate::util;
 use pagemind::agent::{Agent, Observer, StepModel, Summarized};
 use pagemind::grammar::{StepFormat, StepStats, ToolCall};
 use pagemind::memory::{MemoryStore, MessageRole};
+use pagemind::runtime::ChatModel;
 use pagemind::Result;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -76,8 +79,19 @@ fn configure(s: &MemoryStore, f: impl FnOnce(&mut pagemind::memory::AgentConfig)
     s.update_agent(&rec).unwrap();
 }
 
-fn decoded(prompt: &[u32]) -> String {
-    util::smollm().tokenizer.decode(prompt, false).unwrap()
+fn decoded(m: &ChatModel, prompt: &[u32]) -> String {
+    m.tokenizer.decode(prompt, false).unwrap()
+}
+
+/// The hermetic tier's model: the synthetic one built in memory (no model file). Its byte-level
+/// vocabulary spends about four times the tokens SmolLM2 does on the same text.
+fn model() -> &'static ChatModel {
+    util::tiny()
+}
+
+/// A context window written in SmolLM2 tokens, for the synthetic model.
+fn w(smollm_tokens: usize) -> usize {
+    smollm_tokens * 4
 }
 
 #[test]
@@ -97,7 +111,7 @@ fn heartbeats_chain_steps_and_send_message_yields() {
     assert_eq!(obs.0[1], "archival_memory_search \"what fruit\" -> 1 results");
     // The third step saw the search result in its prompt, and after it the question again
     // (a search's result ends with the question of the turn).
-    let third = decoded(&sc.prompts[2]);
+    let third = decoded(util::smollm(), &sc.prompts[2]);
     let (result_at, restated_at) = (third.find("Ana loves mangoes").unwrap(), third.rfind("what do I like?").unwrap());
     assert!(restated_at > result_at, "{third}");
     let roles: Vec<MessageRole> = s.messages(a.record.id).unwrap().iter().map(|m| m.role).collect();
@@ -113,7 +127,7 @@ fn heartbeats_chain_steps_and_send_message_yields() {
 fn the_step_limit_ends_a_turn_and_is_reported() {
     let (_d, s) = setup();
     configure(&s, |c| c.max_steps = 3);
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     for _ in 0..10 {
         sc.calls.push_back(call("conversation_search", json!({"query": "x", "page": 1})));
@@ -126,7 +140,7 @@ fn the_step_limit_ends_a_turn_and_is_reported() {
 #[test]
 fn a_failed_function_returns_its_error_to_the_model() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call(
         "core_memory_replace",
@@ -141,7 +155,7 @@ fn a_failed_function_returns_its_error_to_the_model() {
     assert_eq!(r.steps[1].status, "OK");
     assert_eq!(r.steps.len(), 3, "a failure gets another step; so does the edit; then the reply");
     assert_eq!(r.messages, ["ok"]);
-    assert!(decoded(&sc.prompts[1]).contains("does not contain the exact text"));
+    assert!(decoded(model(), &sc.prompts[1]).contains("does not contain the exact text"));
     assert_eq!(s.block(a.record.id, "human").unwrap().value, "Name: Ana Lima");
 }
 
@@ -152,7 +166,7 @@ fn alerts(s: &MemoryStore, id: u64) -> usize {
 #[test]
 fn pressure_alert_once_per_crossing_then_flush_with_summary() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(1400)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(1400))).unwrap();
     let id = a.record.id;
     let mut sc = Script::default();
     let window = a.window;
@@ -187,7 +201,7 @@ fn pressure_alert_once_per_crossing_then_flush_with_summary() {
     assert_eq!(summary.messages_covered as usize, all.len() - in_ctx.len());
     assert!(in_ctx[0].role != MessageRole::Function, "a call is never split from its result");
     assert_eq!(all.iter().filter(|m| m.role == MessageRole::User).count(), turns, "every user message kept");
-    assert!(decoded(&a.prompt_tokens().unwrap()).contains("summary number"));
+    assert!(decoded(model(), &a.prompt_tokens().unwrap()).contains("summary number"));
 }
 
 #[test]
@@ -195,7 +209,7 @@ fn resume_after_restart_restores_core_memory_queue_and_summary() {
     let (d, s) = setup();
     let before;
     {
-        let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(1400)).unwrap();
+        let mut a = Agent::open(&s, model(), None, "bot", Some(w(1400))).unwrap();
         let mut sc = Script::default();
         sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Likes chess"})));
         a.turn(&mut sc, "I like chess", &mut Collect(vec![])).unwrap();
@@ -206,7 +220,7 @@ fn resume_after_restart_restores_core_memory_queue_and_summary() {
     }
     drop(s);
     let s = MemoryStore::open(d.path()).unwrap();
-    let a = Agent::open(&s, util::smollm(), None, "bot", Some(1400)).unwrap();
+    let a = Agent::open(&s, model(), None, "bot", Some(w(1400))).unwrap();
     assert_eq!(s.block(a.record.id, "human").unwrap().value, "Name: Ana\nLikes chess");
     assert_eq!(s.context_messages(a.record.id).unwrap(), before.1);
     assert_eq!(s.summary(a.record.id).unwrap(), before.2);
@@ -217,15 +231,15 @@ fn resume_after_restart_restores_core_memory_queue_and_summary() {
     // Core memory changed while the agent was closed: the next load shows it.
     let id = s.agent("bot").unwrap().id;
     s.set_block(id, "human", "Name: Ana\nLikes go", 2000).unwrap();
-    let a = Agent::open(&s, util::smollm(), None, "bot", Some(1400)).unwrap();
-    assert!(decoded(&a.prompt_tokens().unwrap()).contains("Likes go"));
+    let a = Agent::open(&s, model(), None, "bot", Some(w(1400))).unwrap();
+    assert!(decoded(model(), &a.prompt_tokens().unwrap()).contains("Likes go"));
 }
 
 #[test]
 fn a_window_smaller_than_the_system_prompt_is_a_clear_error() {
     let (_d, s) = setup();
-    let err = Agent::open(&s, util::smollm(), None, "bot", Some(300)).err().unwrap().to_string();
-    assert!(err.contains("context window (300 tokens) is smaller than the system prompt"), "{err}");
+    let err = Agent::open(&s, model(), None, "bot", Some(w(300))).err().unwrap().to_string();
+    assert!(err.contains(&format!("context window ({} tokens) is smaller than the system prompt", w(300))), "{err}");
 }
 
 #[test]
@@ -348,7 +362,7 @@ fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
 #[test]
 fn recall_search_finds_what_was_said_not_its_own_plumbing() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(say("What a lovely name."));
     a.turn(&mut sc, "My cat is called Biscuit.", &mut Collect(vec![])).unwrap();
@@ -373,11 +387,11 @@ fn recall_search_finds_what_was_said_not_its_own_plumbing() {
 #[test]
 fn core_memory_edits_reach_the_working_context_at_the_next_user_turn() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Plays the oboe"})));
     a.turn(&mut sc, "I play the oboe", &mut Collect(vec![])).unwrap();
-    let system_part = |p: &[u32]| decoded(p).split("<|im_start|>user").next().unwrap().to_string();
+    let system_part = |p: &[u32]| decoded(model(), p).split("<|im_start|>user").next().unwrap().to_string();
     assert!(!system_part(&sc.prompts[1]).contains("Plays the oboe"), "not re-rendered mid-turn");
     a.turn(&mut sc, "hello", &mut Collect(vec![])).unwrap();
     assert!(system_part(sc.prompts.last().unwrap()).contains("Plays the oboe"));
@@ -390,7 +404,7 @@ fn core_memory_edits_reach_the_working_context_at_the_next_user_turn() {
 #[test]
 fn at_login_the_agent_speaks_first() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(say("Welcome back, Ana!"));
     let r = a.login_and_greet(&mut sc, &mut Collect(vec![])).unwrap();
@@ -402,7 +416,7 @@ fn at_login_the_agent_speaks_first() {
 #[test]
 fn an_empty_message_is_refused_and_retried() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(say("  "));
     sc.calls.push_back(say("Hi!"));
@@ -414,7 +428,7 @@ fn an_empty_message_is_refused_and_retried() {
 #[test]
 fn a_lone_message_too_big_for_a_tiny_window_goes_into_the_summary() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), None, "bot", Some(1024)).unwrap();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(1024))).unwrap();
     let mut sc = Script::default();
     // ~400 tokens: with SmolLM2's ~680-token system message no queue can hold it.
     let long = "Here is a very long note about my garden, my tomatoes and my bees. ".repeat(25);

@@ -320,3 +320,89 @@ fn a_new_store_is_private_to_its_user() {
     assert_eq!(mode(&home), 0o700);
     assert_eq!(mode(s.path()), 0o600);
 }
+
+#[test]
+fn a_schema_1_store_is_upgraded_in_place_and_keeps_its_sources() {
+    let d = tempfile::tempdir().unwrap();
+    let src = |path: &str| {
+        serde_json::json!({"path": path, "sha256": "ab", "bytes": 3, "kind": "text", "chunk_tokens": 100,
+            "overlap": 10, "chunks": 1, "complete": true, "loaded_at": 1, "note": ""})
+    };
+    {
+        // Schema 1 as it was written: sources keyed by the path text, JSON values.
+        let db = redb::Database::create(d.path().join("pagemind.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap().insert("schema_version", 1).unwrap();
+        let mut t = tx.open_table(redb::TableDefinition::<(u64, &str), &[u8]>::new("sources")).unwrap();
+        for (agent, path) in [(1, "/docs/a.md"), (1, "/docs/b.md"), (2, "/x.txt")] {
+            t.insert((agent, path), serde_json::to_vec(&src(path)).unwrap().as_slice()).unwrap();
+        }
+        drop(t);
+        tx.commit().unwrap();
+    }
+    let s = MemoryStore::open(d.path()).unwrap();
+    let paths: Vec<String> = s.sources(1).unwrap().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/docs/a.md", "/docs/b.md"]);
+    assert_eq!(s.source(2, b"/x.txt").unwrap().unwrap().chunks, 1);
+    drop(s);
+    // Upgraded once: the version is the current one and the old table is gone.
+    let db = redb::Database::create(d.path().join("pagemind.redb")).unwrap();
+    let tx = db.begin_read().unwrap();
+    let v = tx.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap().get("schema_version").unwrap();
+    assert_eq!(v.unwrap().value(), pagemind::memory::SCHEMA_VERSION);
+    assert!(tx.open_table(redb::TableDefinition::<(u64, &str), &[u8]>::new("sources")).is_err());
+}
+
+#[cfg(unix)]
+#[test]
+fn sources_whose_names_differ_only_in_non_utf8_bytes_are_two_sources() {
+    use pagemind::memory::{source_key, source_name, Source};
+    use std::os::unix::ffi::OsStrExt;
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let p1 = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/docs/caf\xe9.txt"));
+    let p2 = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/docs/caf\xe8.txt"));
+    // A lossy conversion gives both the same name; ours does not.
+    assert_eq!(p1.to_string_lossy(), p2.to_string_lossy());
+    assert_ne!(source_name(p1), source_name(p2));
+    assert_eq!(source_name(p1), "/docs/caf\\xE9.txt");
+    for (i, p) in [p1, p2].into_iter().enumerate() {
+        let mut rec = Source::for_path(p);
+        rec.chunks = 1;
+        rec.complete = true;
+        let mut item = passage(&format!("passage {i}"), unit(i as u64));
+        item.source = rec.path.clone();
+        s.source_append(a.id, "e", &rec, vec![item]).unwrap();
+    }
+    assert_eq!(s.sources(a.id).unwrap().len(), 2);
+    assert_eq!(s.source_remove(a.id, "e", &source_key(p1)).unwrap(), 1);
+    let left = s.sources(a.id).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key(), source_key(p2).as_slice());
+    assert_eq!(s.passage_count(a.id).unwrap(), 1);
+    assert_eq!(s.source_remove(a.id, "e", b"/nope").unwrap(), 0);
+}
+
+#[test]
+fn a_damaged_row_is_an_error_naming_its_table_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let id = {
+        let s = MemoryStore::open(d.path()).unwrap();
+        let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+        s.append_message(a.id, Message::new(MessageRole::User, "hello")).unwrap();
+        a.id
+    };
+    {
+        let db = redb::Database::create(d.path().join("pagemind.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        let mut t = tx.open_table(redb::TableDefinition::<(u64, u64), &[u8]>::new("messages")).unwrap();
+        t.insert((id, 999), b"{\"role\": 7".as_slice()).unwrap();
+        drop(t);
+        tx.commit().unwrap();
+    }
+    let s = MemoryStore::open(d.path()).unwrap();
+    let e = s.messages(id).unwrap_err();
+    assert!(matches!(e, pagemind::Error::Corrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("table 'messages' is damaged"), "{e}");
+    assert!(!e.is_for_model(), "a damaged store must end the turn, not be shown to the model");
+}

@@ -352,3 +352,27 @@ fn reuse_after_eviction_moves_the_kept_queue_and_stays_close_to_a_recompute() {
     );
     assert!(d.is_finite() && d < 5.0, "{d}");
 }
+
+#[test]
+fn streamed_pieces_add_up_to_the_whole_decode() {
+    use pagemind::runtime::TokenStream;
+    // Word-initial spaces, multi-byte characters split across tokens, control tokens.
+    let text = "Hello there, naïve café — 東京 is big 🙂🙂.\n  Two  spaces; <|im_end|> and done.";
+    let mut models = vec![util::smollm()];
+    models.extend(util::qwen());
+    for m in models {
+        let tk = &m.tokenizer;
+        let ids = [tk.encode(text, false).unwrap(), tk.encode(" then more text", false).unwrap()].concat();
+        for keep in [false, true] {
+            let mut ts = if keep { TokenStream::keeping_special() } else { TokenStream::default() };
+            let mut got = String::new();
+            for &id in &ids {
+                if let Some(p) = ts.push(tk, id).unwrap() {
+                    got.push_str(&p);
+                }
+            }
+            assert_eq!(got, tk.decode(&ids, !keep).unwrap(), "keep_special={keep}");
+            assert_eq!(ts.text(tk).unwrap(), got);
+        }
+    }
+}

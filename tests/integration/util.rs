@@ -46,6 +46,21 @@ pub fn smollm() -> &'static ChatModel {
     M.get_or_init(|| load(SMOLLM))
 }
 
+/// The hermetic tier's chat model: a ~40 KB synthetic GGUF built in memory
+/// (`runtime::synthetic`: byte-level tokenizer, ChatML template, random weights), for tests that
+/// need a real tokenizer, template and KV cache but no sensible output. Needs no model file.
+pub fn tiny() -> &'static ChatModel {
+    static M: OnceLock<ChatModel> = OnceLock::new();
+    M.get_or_init(|| {
+        use pagemind::runtime::synthetic::{tiny_gguf, TinyShape};
+        // Kept for the whole test binary: the model maps its file.
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let p = dir.path().join("tiny.gguf");
+        std::fs::write(&p, tiny_gguf(&TinyShape::default(), 7).unwrap()).unwrap();
+        ChatModel::load(&p, &candle_core::Device::Cpu, None).unwrap()
+    })
+}
+
 /// Qwen2.5, loaded once, or `None` (and a note on stderr) when not installed. In CI (`CI` set)
 /// a missing Qwen2.5 is a failure, not a skip: `.ci/run` installs it.
 pub fn qwen() -> Option<&'static ChatModel> {
@@ -53,14 +68,21 @@ pub fn qwen() -> Option<&'static ChatModel> {
     M.get_or_init(|| {
         if installed(QWEN) {
             Some(load(QWEN))
-        } else if std::env::var_os("CI").is_some() {
-            panic!("{QWEN} is not installed but CI is set: .ci/run pulls it (`pagemind models pull {QWEN}`)");
         } else {
-            eprintln!("SKIPPED: {QWEN} is not installed (run `pagemind models pull {QWEN}` to include it)");
+            skip(&format!("{QWEN} is not installed (run `pagemind models pull {QWEN}` to include it)"));
             None
         }
     })
     .as_ref()
+}
+
+/// Say loudly that a test skips a part for want of `what`: straight to the terminal, past the
+/// test harness's output capture (which hides `eprintln!` of passing tests). In CI (`CI` set)
+/// a skip is a failure: `.ci/run` installs everything the tests use.
+pub fn skip(what: &str) {
+    use std::io::Write;
+    assert!(std::env::var_os("CI").is_none(), "{what}, but CI is set: .ci/run installs it");
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
 }
 
 /// The default embedding model, loaded once.
