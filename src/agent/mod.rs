@@ -31,7 +31,7 @@ pub use pressure::FlushCost;
 
 use crate::embed::Embedder;
 use crate::grammar::{decode_step, MessageStream, StepFormat, StepGrammar, StepStats, ToolCall};
-use crate::memory::{AgentRecord, FunctionCall, MemoryStore, Message, MessageRole, Passage};
+use crate::memory::{AgentRecord, MemoryStore, Message, MessageRole, Passage};
 use crate::runtime::{ChatModel, PromptEncoder, Sampler, SamplerConfig, Session};
 use crate::tools::{builtin_tools, Builtin, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
@@ -539,13 +539,7 @@ impl<'a> Agent<'a> {
             if cancelled {
                 return Err(Error::Cancelled);
             }
-            let mut m = Message::new(MessageRole::Assistant, text);
-            m.function = Some(FunctionCall {
-                name: call.function.clone(),
-                arguments: call.arguments.clone(),
-                request_heartbeat: call.continues(),
-            });
-            self.push(m)?;
+            self.push(Message::new(MessageRole::Assistant, text))?;
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }

@@ -28,10 +28,8 @@ pub fn summary_budget(window: usize) -> usize {
 }
 
 fn line(m: &Message) -> String {
-    let text = match (&m.role, &m.function) {
-        (MessageRole::Assistant, Some(f)) => {
-            format!("{} -> {}({})", m.content.chars().take(80).collect::<String>(), f.name, f.arguments)
-        }
+    let text = match (&m.role, m.call()) {
+        (MessageRole::Assistant, Some(c)) => format!("{}({}) [{}]", c.function, c.arguments, c.thoughts),
         _ => {
             let v: serde_json::Value = serde_json::from_str(&m.content).unwrap_or(json!({"message": m.content}));
             v["message"].as_str().or(v["reason"].as_str()).unwrap_or(&m.content).to_string()

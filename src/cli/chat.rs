@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pagemind::agent::{user_text, Agent, KvState, LlmSteps, Observer, StepRecord, TurnResult};
 use pagemind::embed::Embedder;
-use pagemind::grammar::{parse_call, StepFormat};
+use pagemind::grammar::StepFormat;
 use pagemind::memory::{MemoryStore, MessageRole, DEFAULT_HUMAN, DEFAULT_PERSONA};
 use pagemind::runtime::{ChatModel, KvTransfer};
 use pagemind::store::{ModelStore, Source};
@@ -383,19 +383,17 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 .rev()
                 .find(|m| {
                     m.role == MessageRole::Assistant
-                        && (name == "rethink"
-                            || m.function.as_ref().is_some_and(|f| f.name == pagemind::tools::SEND_MESSAGE))
+                        && (name == "rethink" || m.call().is_some_and(|c| c.function == pagemind::tools::SEND_MESSAGE))
                 })
                 .cloned()
                 .context("no earlier step to change")?;
-            let format = StepFormat::of(agent.model);
-            let mut call = parse_call(&m.content, format)?;
-            let f = m.function.as_mut().context("not a function call")?;
+            // One representation: parse the stored step, change it, write it back in its format.
+            let format = StepFormat::detect(&m.content);
+            let mut call = m.call().context("the earlier step does not parse")?;
             if name == "rethink" {
                 call.thoughts = rest.into();
             } else {
                 call.arguments["message"] = rest.into();
-                f.arguments["message"] = rest.into();
             }
             m.content = format.render(&call);
             store.update_messages(id, &[m])?;

@@ -157,8 +157,8 @@ pub fn recall(g: &Global, cmd: RecallCmd) -> Result<()> {
         let when = chrono::DateTime::from_timestamp_millis(m.created_at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        let text = match &m.function {
-            Some(f) => format!("{} -> {}({})", m.content, f.name, f.arguments),
+        let text = match m.call() {
+            Some(c) => format!("{}({}) [{}]", c.function, c.arguments, c.thoughts),
             None => m.content.clone(),
         };
         println!("#{} {when} {}: {text}", m.id, m.role.as_str());

@@ -30,6 +30,15 @@ impl StepFormat {
         model.spec.as_ref().map(|s| s.tool_format).unwrap_or_default()
     }
 
+    /// The format a stored step was written in, from its text.
+    pub fn detect(text: &str) -> Self {
+        if text.trim_start().starts_with("<tool_call>") {
+            StepFormat::Qwen
+        } else {
+            StepFormat::Json
+        }
+    }
+
     /// How the format is described to the model in the system prompt.
     pub fn describe(self) -> &'static str {
         match self {

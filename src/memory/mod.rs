@@ -45,9 +45,7 @@ pub use archival::{NewPassage, ScoredPassage};
 pub use import::AgentRows;
 pub use index::ArchivalIndex;
 pub use recall::{parse_date, RecallFilter};
-pub use records::{
-    now_ms, AgentConfig, AgentRecord, Block, FunctionCall, Message, MessageRole, Page, Passage, Summary,
-};
+pub use records::{now_ms, AgentConfig, AgentRecord, Block, Message, MessageRole, Page, Passage, Summary};
 pub use sources::{source_key, source_name, Source};
 pub use tables::SCHEMA_VERSION;
 

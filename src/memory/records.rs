@@ -120,23 +120,14 @@ impl MessageRole {
     }
 }
 
-/// A function call made by the agent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FunctionCall {
-    pub name: String,
-    pub arguments: serde_json::Value,
-    #[serde(default)]
-    pub request_heartbeat: bool,
-}
-
 /// One message in recall storage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
     pub id: u64,
     pub role: MessageRole,
+    /// The text: for an agent step, the step exactly as the model wrote it (its one
+    /// representation: the prompt shows it so, and [`Message::call`] reads the call from it).
     pub content: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<FunctionCall>,
     /// For [`MessageRole::Function`]: which function produced this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -151,16 +142,17 @@ pub struct Message {
 impl Message {
     /// A new in-context message (id and time are set when appended).
     pub fn new(role: MessageRole, content: impl Into<String>) -> Self {
-        Self {
-            id: 0,
-            role,
-            content: content.into(),
-            function: None,
-            name: None,
-            created_at: 0,
-            tokens: 0,
-            in_context: true,
+        Self { id: 0, role, content: content.into(), name: None, created_at: 0, tokens: 0, in_context: true }
+    }
+
+    /// For an agent step: the function call it makes, parsed from its text (a step that does
+    /// not parse, e.g. from a damaged import, has none).
+    pub fn call(&self) -> Option<crate::grammar::ToolCall> {
+        if self.role != MessageRole::Assistant {
+            return None;
         }
+        let format = crate::grammar::StepFormat::detect(&self.content);
+        crate::grammar::parse_call(&self.content, format).ok()
     }
 
     /// Who said it, when a user message names its speaker (conversations of several people).
@@ -184,9 +176,9 @@ impl Message {
                 }
                 _ => Some(self.content.clone()),
             },
-            MessageRole::Assistant => match &self.function {
-                Some(f) if f.name == crate::tools::SEND_MESSAGE => {
-                    Some(f.arguments["message"].as_str().unwrap_or_default().to_string())
+            MessageRole::Assistant => match self.call() {
+                Some(c) if c.function == crate::tools::SEND_MESSAGE => {
+                    Some(c.arguments["message"].as_str().unwrap_or_default().to_string())
                 }
                 _ => None,
             },

@@ -225,7 +225,7 @@ pub async fn memory(State(s): State<AppState>, Path(name): Path<String>) -> ApiR
             .iter()
             .map(|m| {
                 json!({"id": m.id, "role": m.role.as_str(), "text": m.content,
-                            "function": m.function.as_ref().map(|f| &f.name)})
+                            "function": m.call().map(|c| c.function)})
             })
             .collect();
         Ok(Json(json!({

@@ -1,7 +1,8 @@
 //! Memory tiers: recall, archival, core memory, the store lock and crash safety.
 
 use crate::util::{assert_clean_error, pagemind, run};
-use pagemind::memory::{parse_date, FunctionCall, MemoryStore, Message, MessageRole, NewPassage};
+use pagemind::grammar::{StepFormat, ToolCall};
+use pagemind::memory::{parse_date, MemoryStore, Message, MessageRole, NewPassage};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
@@ -37,20 +38,14 @@ fn recall_search_ranks_what_was_said_and_pages() {
         s.append_message(a.id, Message::new(MessageRole::User, format!("I like MANGO number {i}"))).unwrap();
     }
     // A call that is not a message to the user is not part of the conversation: not searched.
-    let mut call = Message::new(MessageRole::Assistant, "thinking");
-    call.function = Some(FunctionCall {
-        name: "archival_memory_insert".into(),
-        arguments: serde_json::json!({"content": "the user likes mangoes"}),
-        request_heartbeat: true,
-    });
-    s.append_message(a.id, call).unwrap();
+    let step = |function: &str, arguments: serde_json::Value| {
+        let call = ToolCall { thoughts: "thinking".into(), function: function.into(), arguments };
+        Message::new(MessageRole::Assistant, StepFormat::Json.render(&call))
+    };
+    s.append_message(a.id, step("archival_memory_insert", serde_json::json!({"content": "the user likes mangoes"})))
+        .unwrap();
     // What the agent said is.
-    let mut said = Message::new(MessageRole::Assistant, "{...}");
-    said.function = Some(FunctionCall {
-        name: "send_message".into(),
-        arguments: serde_json::json!({"message": "Mangoes are great, and mango lassi even more."}),
-        request_heartbeat: false,
-    });
+    let said = step("send_message", serde_json::json!({"message": "Mangoes are great, and mango lassi even more."}));
     s.append_message(a.id, said).unwrap();
     s.append_message(a.id, Message::new(MessageRole::User, "unrelated")).unwrap();
 
@@ -58,7 +53,7 @@ fn recall_search_ranks_what_was_said_and_pages() {
     assert_eq!((p.total, p.items.len(), p.pages()), (13, 5, 3));
     assert_eq!(p.header(), "Showing 5 of 13 results (page 1/3)");
     // Stems meet ("mangoes" / "MANGO"); the reply that says it twice ranks first.
-    assert!(p.items[0].function.as_ref().is_some_and(|f| f.name == "send_message"), "{:?}", p.items[0]);
+    assert!(p.items[0].call().is_some_and(|c| c.function == "send_message"), "{:?}", p.items[0]);
     // Equal scores: newest first.
     assert_eq!(p.items[1].content, "I like MANGO number 11");
     let last = s.recall_search(a.id, "mango", 2, 5).unwrap();

@@ -158,9 +158,9 @@ pub fn sent_messages(s: &pagemind::memory::MemoryStore, agent: u64) -> Vec<Strin
     s.messages(agent)
         .unwrap()
         .iter()
-        .filter_map(|m| m.function.as_ref())
-        .filter(|f| f.name == "send_message")
-        .map(|f| f.arguments["message"].as_str().unwrap_or_default().to_string())
+        .filter_map(|m| m.call())
+        .filter(|c| c.function == "send_message")
+        .map(|c| c.arguments["message"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
