@@ -8,7 +8,7 @@ use clap::Args;
 use pagemind::agent::{user_text, Agent, KvState, LlmSteps, Observer, StepRecord, TurnResult};
 use pagemind::embed::Embedder;
 use pagemind::grammar::StepFormat;
-use pagemind::memory::{MemoryStore, MessageRole, DEFAULT_HUMAN, DEFAULT_PERSONA};
+use pagemind::memory::{MemoryStore, DEFAULT_HUMAN, DEFAULT_PERSONA};
 use pagemind::runtime::{ChatModel, KvTransfer};
 use pagemind::store::{ModelStore, Source};
 use std::io::Write;
@@ -378,18 +378,15 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 anyhow::bail!("usage: /{name} TEXT");
             }
             let q = store.context_messages(id)?;
-            let mut m = q
+            // One representation: parse the stored step, change it, write it back in its format.
+            let (mut m, mut call) = q
                 .iter()
                 .rev()
-                .find(|m| {
-                    m.role == MessageRole::Assistant
-                        && (name == "rethink" || m.call().is_some_and(|c| c.function == pagemind::tools::SEND_MESSAGE))
-                })
-                .cloned()
+                .filter_map(|m| Some((m, m.call()?)))
+                .find(|(_, c)| name == "rethink" || c.function == pagemind::tools::SEND_MESSAGE)
+                .map(|(m, c)| (m.clone(), c))
                 .context("no earlier step to change")?;
-            // One representation: parse the stored step, change it, write it back in its format.
             let format = StepFormat::detect(&m.content);
-            let mut call = m.call().context("the earlier step does not parse")?;
             if name == "rethink" {
                 call.thoughts = rest.into();
             } else {
