@@ -6,6 +6,7 @@ use super::tables::*;
 use super::MemoryStore;
 use crate::{Error, Result};
 use redb::ReadableTable;
+use redb::TableHandle;
 
 /// Default character limit of a core-memory block (as in MemGPT).
 pub const DEFAULT_BLOCK_LIMIT: usize = 2000;
@@ -81,7 +82,7 @@ impl MemoryStore {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(AGENTS)?;
         let v = t.get(name)?.ok_or_else(|| Error::NoAgent { name: name.into() })?;
-        v.value().decode("agents")
+        v.value().decode(AGENTS.name())
     }
 
     /// Whether an agent called `name` exists.
@@ -99,7 +100,7 @@ impl MemoryStore {
         let t = tx.open_table(AGENTS)?;
         let mut out = vec![];
         for row in t.iter()? {
-            out.push(row?.1.value().decode("agents")?);
+            out.push(row?.1.value().decode(AGENTS.name())?);
         }
         Ok(out)
     }
@@ -147,7 +148,7 @@ impl MemoryStore {
     pub fn blocks(&self, agent: u64) -> Result<Vec<Block>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(BLOCKS)?;
-        let mut out: Vec<Block> = records(&t, agent, "core_blocks")?;
+        let mut out: Vec<Block> = records(&t, agent, BLOCKS.name())?;
         let rank = |l: &str| match l {
             "persona" => 0,
             "human" => 1,

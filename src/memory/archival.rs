@@ -12,6 +12,7 @@ use super::records::{now_ms, Page, Passage};
 use super::tables::*;
 use super::{check_text, MemoryStore};
 use crate::{Error, Result};
+use redb::TableHandle;
 use serde::Serialize;
 
 /// A passage and its cosine similarity to the query.
@@ -145,7 +146,7 @@ impl MemoryStore {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(PASSAGES)?;
         let v = t.get((agent, id))?;
-        v.map(|v| v.value().decode("passages")).transpose()
+        v.map(|v| v.value().decode(PASSAGES.name())).transpose()
     }
 
     /// Every passage of `agent` (id order) for which `keep` holds.
@@ -154,7 +155,7 @@ impl MemoryStore {
         let t = tx.open_table(PASSAGES)?;
         let mut out = vec![];
         scan(&t, agent, |_, v: Row<'_, Passage>| {
-            let p = v.decode("passages")?;
+            let p = v.decode(PASSAGES.name())?;
             if keep(&p) {
                 out.push(p);
             }

@@ -13,6 +13,7 @@ use super::codec::{Json, Row};
 use super::sources::Source;
 use super::tables::SOURCES;
 use crate::Result;
+use redb::TableHandle;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Schema 1's sources table.
@@ -32,7 +33,7 @@ fn sources_by_raw_path(tx: &WriteTransaction) -> Result<()> {
         let old = tx.open_table(V1_SOURCES)?;
         for row in old.iter()? {
             let (k, v) = row?;
-            rows.push((k.value().0, v.value().decode("sources")?));
+            rows.push((k.value().0, v.value().decode(V1_SOURCES.name())?));
         }
     }
     let mut new = tx.open_table(SOURCES)?;

@@ -50,6 +50,7 @@ pub use sources::{source_key, source_name, Source};
 pub use tables::SCHEMA_VERSION;
 
 use crate::{Error, Result};
+use redb::TableHandle;
 use redb::{Database, ReadableTable};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -178,7 +179,7 @@ impl MemoryStore {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(AGENT_STATE)?;
         let v = t.get((agent, key))?;
-        v.map(|v| v.value().decode("agent_state")).transpose()
+        v.map(|v| v.value().decode(AGENT_STATE.name())).transpose()
     }
 
     /// Set per-agent state (durable on return).

@@ -17,6 +17,7 @@ use super::tables::*;
 use super::{check_text, MemoryStore};
 use crate::{Error, Result};
 use chrono::NaiveDate;
+use redb::TableHandle;
 
 /// What a recall search may return: messages older than `before` (an id), created on the
 /// days `from..=to` (UTC, either end open).
@@ -207,7 +208,7 @@ impl MemoryStore {
         let t = tx.open_table(MESSAGES)?;
         let mut out = vec![];
         scan(&t, agent, |_, v: Row<'_, Message>| {
-            let m = v.decode("messages")?;
+            let m = v.decode(MESSAGES.name())?;
             if keep(&m) {
                 out.push(m);
             }
@@ -343,7 +344,7 @@ impl MemoryStore {
         let t = tx.open_table(SUMMARY)?;
         let v = t.get(agent)?;
         let s = match v {
-            Some(v) => v.value().decode("summary")?,
+            Some(v) => v.value().decode(SUMMARY.name())?,
             None => Summary::default(),
         };
         self.context.set_summary(agent, &s);

@@ -15,6 +15,7 @@ use super::records::Passage;
 use super::tables::*;
 use super::MemoryStore;
 use crate::Result;
+use redb::TableHandle;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -96,14 +97,14 @@ impl MemoryStore {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(SOURCES)?;
         let v = t.get((agent, key))?;
-        v.map(|v| v.value().decode("sources")).transpose()
+        v.map(|v| v.value().decode(SOURCES.name())).transpose()
     }
 
     /// Every source of an agent, by path.
     pub fn sources(&self, agent: u64) -> Result<Vec<Source>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(SOURCES)?;
-        records(&t, agent, "sources")
+        records(&t, agent, SOURCES.name())
     }
 
     /// Commit a batch of a source's passages together with its updated record.
