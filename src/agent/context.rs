@@ -19,17 +19,22 @@ use crate::tools::ToolSpec;
 use crate::Result;
 use serde::Serialize;
 
-/// The read-only system instructions with the tool list; example exchanges are included when
-/// the window has room for them (`window >= prompts::EXAMPLES_MIN_WINDOW`).
+/// The read-only system instructions with the tool list: from
+/// `prompts::FULL_PROMPT_MIN_WINDOW` tokens up the full text with example exchanges and each
+/// function's description, below it the short text with signatures only.
 pub fn instructions(name: &str, tools: &[ToolSpec], format: StepFormat, max_searches: usize, window: usize) -> String {
-    let example = if window >= prompts::EXAMPLES_MIN_WINDOW { prompts::example(format) } else { String::new() };
-    prompts::SYSTEM
-        .replace("{name}", name)
+    let (text, example, listing) = if window >= prompts::FULL_PROMPT_MIN_WINDOW {
+        (prompts::SYSTEM, prompts::example(format), compact_listing(tools))
+    } else {
+        let signatures = tools.iter().map(|t| format!("- {}", t.signature())).collect::<Vec<_>>().join("\n");
+        (prompts::SYSTEM_SMALL, String::new(), signatures)
+    };
+    text.replace("{name}", name)
         .replace("{format}", format.describe())
         .replace("{example}", &example)
         .replace("{max_searches}", &max_searches.to_string())
         .replace("{page_size}", &crate::tools::PAGE_SIZE.to_string())
-        .replace("{tools}", &compact_listing(tools))
+        .replace("{tools}", &listing)
 }
 
 /// The working context: core-memory blocks and stats.
@@ -116,5 +121,31 @@ impl MainContext<'_> {
             total,
             window,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_instruction_texts_fill_every_placeholder_and_name_every_function() {
+        let tools = crate::tools::builtin_tools(&["persona".into(), "human".into()]);
+        let small = instructions("Sam", &tools, StepFormat::Qwen, 3, prompts::FULL_PROMPT_MIN_WINDOW - 1);
+        let full = instructions("Sam", &tools, StepFormat::Qwen, 3, prompts::FULL_PROMPT_MIN_WINDOW);
+        for text in [&small, &full] {
+            for placeholder in ["{name}", "{format}", "{example}", "{max_searches}", "{page_size}", "{tools}"] {
+                assert!(!text.contains(placeholder), "{placeholder} left in:\n{text}");
+            }
+            for t in &tools {
+                assert!(text.contains(&t.signature()), "{} missing from:\n{text}", t.name);
+            }
+            assert!(text.ends_with("Your name is Sam."));
+            assert!(text.contains(&format!("{} results a page", crate::tools::PAGE_SIZE)));
+        }
+        // The small window's text has neither the examples nor the descriptions.
+        assert!(full.contains("Examples:") && !small.contains("Examples:"));
+        assert!(full.contains(tools[0].description) && !small.contains(tools[0].description));
+        assert!(small.len() * 3 < full.len() * 2, "{} vs {} bytes", small.len(), full.len());
     }
 }

@@ -30,7 +30,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(result: std::result::Result<String, String>, summary: String) -> Self {
+    pub(super) fn new(result: std::result::Result<String, String>, summary: String) -> Self {
         Self { result, summary, hits: vec![], trailer: None }
     }
 }

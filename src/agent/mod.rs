@@ -35,6 +35,7 @@ use crate::memory::{AgentRecord, MemoryStore, Message, MessageRole, Passage};
 use crate::runtime::{ChatModel, PromptEncoder, Sampler, SamplerConfig, Session};
 use crate::tools::{builtin_tools, Builtin, ToolSpec, PAGE_SIZE, SEND_MESSAGE};
 use crate::{Error, Result};
+use handlers::Outcome;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -268,6 +269,9 @@ pub struct Agent<'a> {
     searches: usize,
     /// Id of the message that started the current turn: recall search sees only older ones.
     turn_floor: u64,
+    /// The time of a replayed turn ([`Agent::turn_at`]), in ms: every message of that turn is
+    /// stamped with it, so recall shows the agent's replies beside the message they answer.
+    replay_time: Option<i64>,
 }
 
 impl<'a> Agent<'a> {
@@ -307,6 +311,7 @@ impl<'a> Agent<'a> {
             retrieved: vec![],
             searches: 0,
             turn_floor: u64::MAX,
+            replay_time: None,
         };
         a.load_working_context()?;
         if a.store.get_state(a.record.id, SHOWING_STATE)?.is_some_and(|v| v == serde_json::json!(true)) {
@@ -410,7 +415,10 @@ impl<'a> Agent<'a> {
 
     /// Append an event to the queue (durable). Conversation messages (what the user said, what
     /// the agent sent) are also embedded for recall search when an embedder is loaded.
-    pub fn push(&self, m: Message) -> Result<Message> {
+    pub fn push(&self, mut m: Message) -> Result<Message> {
+        if m.created_at == 0 {
+            m.created_at = self.replay_time.unwrap_or(0);
+        }
         let m = self.store.append_message(self.record.id, m)?;
         if let (Some(e), Some(text)) = (self.embedder, m.conversation_text()) {
             let v = e.embed(&[text.as_str()])?.remove(0);
@@ -452,8 +460,10 @@ impl<'a> Agent<'a> {
         obs: &mut dyn Observer,
     ) -> Result<TurnResult> {
         self.refresh_if_changed()?;
-        self.push(events::user_message_at(user, speaker, at))?;
-        self.run_steps(steps, obs)
+        self.replay_time = Some(at.timestamp_millis());
+        let turn = self.push(events::user_message_at(user, speaker, at)).and_then(|_| self.run_steps(steps, obs));
+        self.replay_time = None;
+        turn
     }
 
     /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`, `login`).
@@ -543,18 +553,34 @@ impl<'a> Agent<'a> {
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }
-            let outcome = self.run_tool(&call, question.as_deref())?;
+            // A search this turn already ran is not run again: its results are in view, and
+            // a small model that repeats one has nothing new to look for (at a 1,024-token
+            // window Qwen2.5-1.5B repeated the same search in 3 of 6 questions). It answers next.
+            let repeated = Builtin::of(&call.function).is_some_and(Builtin::is_search)
+                && out.steps.iter().any(|s| s.function == call.function && s.arguments == call.arguments);
+            let outcome = if repeated {
+                answer_forced = true;
+                Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))
+            } else {
+                self.run_tool(&call, question.as_deref())?
+            };
             let (ok, result) = match &outcome.result {
                 Ok(t) => (true, t.clone()),
                 Err(t) => (false, t.clone()),
             };
-            let restated = &outcome.trailer;
-            let extra = match restated {
-                Some(r) => self.model.tokenizer.encode(r, false)?.len() + 2,
-                None => 0,
-            };
+            // The restated question only where results keep most of the room: in a small
+            // window it would crowd them out, and a model shown the question without the
+            // results echoes it (six facts at 1,024 tokens, session 12).
+            let mut restated = outcome.trailer.clone();
+            let mut extra = 0;
+            if let Some(r) = &restated {
+                extra = self.model.tokenizer.encode(r, false)?.len() + 2;
+                if extra * 3 > self.result_room(stats.tokens) {
+                    (restated, extra) = (None, 0);
+                }
+            }
             let result = self.fit_result(&result, stats.tokens + extra)?;
-            let shown = match restated {
+            let shown = match &restated {
                 Some(r) => format!("{result}\n{r}"),
                 None => result.clone(),
             };
@@ -618,14 +644,20 @@ impl<'a> Agent<'a> {
 }
 
 impl Agent<'_> {
+    /// Tokens a function result may take after a call of `call_tokens` tokens: half the window
+    /// that is left after the system message, the summary, the call and room for one step.
+    fn result_room(&self, call_tokens: usize) -> usize {
+        self.window.saturating_sub(
+            self.fixed_tokens + pressure::summary_budget(self.window) + step_reserve(self.window) + call_tokens + 16,
+        ) / 2
+    }
+
     /// A function result cut to [`Agent::result_limit`] characters and to half the window
     /// that is left after the system message, the summary, the call (`call_tokens`) and room
     /// for one step: after a flush, a call and its result always fit beside the next step.
     fn fit_result(&self, result: &str, call_tokens: usize) -> Result<String> {
         let text = cut_chars(result, self.result_limit);
-        let room = self.window.saturating_sub(
-            self.fixed_tokens + pressure::summary_budget(self.window) + step_reserve(self.window) + call_tokens + 16,
-        ) / 2;
+        let room = self.result_room(call_tokens);
         let tokens = self.model.tokenizer.encode(&text, false)?;
         if tokens.len() <= room {
             return Ok(text);

@@ -142,7 +142,7 @@ impl Agent<'_> {
             body = body.chars().skip(body.chars().count() / 4).collect();
         }
         let done = steps.summarize(&prompt, budget)?;
-        let mut text = done.text.trim().to_string();
+        let mut text = clean_summary(&done.text);
         if text.is_empty() {
             text = evicted.iter().map(line).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
         }
@@ -156,6 +156,24 @@ impl Agent<'_> {
             seconds: t0.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// A summary without the chat wrapping small models put around one ("Sure! Here is the summary
+/// of the conversation:" first, a dangling "Conversation:" last): the summary heads every later
+/// prompt, and a model shown the wrapping copied it into its answers (six facts, session 13).
+fn clean_summary(text: &str) -> String {
+    let mut lines: Vec<&str> = text.trim().lines().collect();
+    let wrapping = |l: &str| {
+        let l = l.trim();
+        l.is_empty() || (l.ends_with(':') && l.chars().count() <= 80)
+    };
+    while lines.first().is_some_and(|l| wrapping(l)) {
+        lines.remove(0);
+    }
+    while lines.last().is_some_and(|l| wrapping(l)) {
+        lines.pop();
+    }
+    lines.join("\n").trim().to_string()
 }
 
 /// What one flush did and cost.
@@ -173,5 +191,19 @@ impl TurnResult {
         self.flush_tokens_evaluated += c.tokens_evaluated;
         self.flush_tokens_reused += c.tokens_reused;
         self.flush_seconds += c.seconds;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_summary;
+
+    #[test]
+    fn a_summary_loses_its_chat_wrapping_and_keeps_its_lines() {
+        let raw = "Sure! Here is the summary of the conversation:\n\nPriya lives in Lisbon.\nShe has a cat: Biscuit.\n\nConversation:\n";
+        assert_eq!(clean_summary(raw), "Priya lives in Lisbon.\nShe has a cat: Biscuit.");
+        assert_eq!(clean_summary("  Ana plays the oboe.  "), "Ana plays the oboe.");
+        // Nothing but wrapping leaves nothing (the caller then summarizes the lines itself).
+        assert_eq!(clean_summary("Here is the summary:\n"), "");
     }
 }

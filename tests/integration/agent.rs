@@ -129,8 +129,8 @@ fn the_step_limit_ends_a_turn_and_is_reported() {
     configure(&s, |c| c.max_steps = 3);
     let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
-    for _ in 0..10 {
-        sc.calls.push_back(call("conversation_search", json!({"query": "x", "page": 1})));
+    for i in 0..10 {
+        sc.calls.push_back(call("conversation_search", json!({"query": format!("x{i}"), "page": 1})));
     }
     let r = a.turn(&mut sc, "loop forever", &mut Collect(vec![])).unwrap();
     assert_eq!(r.steps.len(), 3);
@@ -343,8 +343,9 @@ fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
     let window = 1280;
     let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(window)).unwrap();
     let mut sc = Script::default();
-    for _ in 0..3 {
-        sc.calls.push_back(call("archival_memory_search", json!({"query": "ab10-41d0", "page": 1})));
+    // Three different searches (a repeated one is not run again), each matching the passage.
+    for q in ["ab10-41d0", "41d0-b646", "b646-e1f4"] {
+        sc.calls.push_back(call("archival_memory_search", json!({"query": q, "page": 1})));
     }
     sc.calls.push_back(say("done"));
     let r = a.turn(&mut sc, "look it up", &mut Collect(vec![])).unwrap();
@@ -382,6 +383,53 @@ fn recall_search_finds_what_was_said_not_its_own_plumbing() {
     assert_eq!(r.steps[1].status, "Failed");
     assert!(r.steps[1].result.contains("There is no page 3: there are 1 page(s)"), "{}", r.steps[1].result);
     assert_eq!(r.messages, ["Biscuit"]);
+}
+
+#[test]
+fn a_replayed_turn_stamps_the_agents_replies_with_its_own_time() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Has a cat, Biscuit"})));
+    sc.calls.push_back(say("Biscuit is a lovely name."));
+    let then = chrono::DateTime::parse_from_rfc3339("2023-05-08T13:56:00Z").unwrap().to_utc();
+    a.turn_at(&mut sc, "My cat is called Biscuit.", Some("Ana"), then, &mut Collect(vec![])).unwrap();
+    let turn: Vec<_> =
+        s.messages(a.record.id).unwrap().into_iter().filter(|m| m.created_at < 1_700_000_000_000).collect();
+    // The user's message and two steps, each with its result.
+    assert_eq!(turn.len(), 5, "{turn:?}");
+    assert!(turn.iter().all(|m| m.created_at == then.timestamp_millis()), "{turn:?}");
+    // A live turn after it is stamped with the clock again.
+    a.turn(&mut sc, "hello", &mut Collect(vec![])).unwrap();
+    let last = s.messages(a.record.id).unwrap().pop().unwrap();
+    assert!(last.created_at > then.timestamp_millis() + 86_400_000, "{last:?}");
+    sc.calls.push_back(call("conversation_search", json!({"query": "Biscuit", "page": 1})));
+    let r = a.turn(&mut sc, "What is my cat called?", &mut Collect(vec![])).unwrap();
+    let found = &r.steps[0].result;
+    assert!(found.contains("[2023-05-08 13:56] you: Biscuit is a lovely name."), "{found}");
+}
+
+#[test]
+fn a_search_repeated_within_a_turn_is_not_run_again_and_the_answer_comes_next() {
+    let (_d, s) = setup();
+    configure(&s, |c| c.memory_first = false);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    a.turn(&mut sc, "My cat is called Biscuit.", &mut Collect(vec![])).unwrap();
+    let search = || call("conversation_search", json!({"query": "cat", "page": 1}));
+    sc.calls.extend([search(), search(), search(), say("Biscuit")]);
+    let r = a.turn(&mut sc, "What is my cat's name?", &mut Collect(vec![])).unwrap();
+    assert!(r.steps[0].result.starts_with("Showing 1 of 1 results"), "{}", r.steps[0].result);
+    assert!(r.steps[1].result.contains("its results are above"), "{}", r.steps[1].result);
+    assert!(r.steps[1].hits.is_empty());
+    // The step after a repeat may only answer: the third search was not allowed.
+    assert_eq!(sc.restricted[sc.restricted.len() - 3..], [None, None, Some("send_message".to_string())]);
+    assert_eq!(r.messages, ["(forced)"]);
+    // Another page of the same query is a different search.
+    sc.calls.clear();
+    sc.calls.extend([search(), call("conversation_search", json!({"query": "cat", "page": 2}))]);
+    let r = a.turn(&mut sc, "And again?", &mut Collect(vec![])).unwrap();
+    assert_eq!(r.steps[1].status, "Failed", "{}", r.steps[1].result);
 }
 
 #[test]
