@@ -10,6 +10,7 @@ GELU/softmax); on GPUs, for unsupported configs, or with `PAGEMIND_KERNELS=candl
 */
 
 pub mod bert;
+pub mod synthetic;
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};

@@ -1,7 +1,7 @@
 //! The agent loop against a scripted stand-in model (real tokenizer and template for token
-//! accounting, scripted calls instead of decoding). Tests without an embedder are hermetic: they
-//! run on the synthetic model built in memory ([`util::tiny`]) and need no model file; those
-//! that search archival memory also need MiniLM and use SmolLM2's tokenizer.
+//! accounting, scripted calls instead of decoding). Hermetic: the chat model is the synthetic
+//! one built in memory ([`util::tiny`]) and the embedder the tiny random BERT
+//! ([`util::tiny_embedder`]), so no model file is needed.
 
 use crate::util;
 use pagemind::agent::{Agent, Observer, StepModel, Summarized};
@@ -97,7 +97,7 @@ fn w(smollm_tokens: usize) -> usize {
 #[test]
 fn heartbeats_chain_steps_and_send_message_yields() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana loves mangoes"})));
     sc.calls.push_back(call("archival_memory_search", json!({"query": "what fruit", "page": 1})));
@@ -111,7 +111,7 @@ fn heartbeats_chain_steps_and_send_message_yields() {
     assert_eq!(obs.0[1], "archival_memory_search \"what fruit\" -> 1 results");
     // The third step saw the search result in its prompt, and after it the question again
     // (a search's result ends with the question of the turn).
-    let third = decoded(util::smollm(), &sc.prompts[2]);
+    let third = decoded(model(), &sc.prompts[2]);
     let (result_at, restated_at) = (third.find("Ana loves mangoes").unwrap(), third.rfind("what do I like?").unwrap());
     assert!(restated_at > result_at, "{third}");
     let roles: Vec<MessageRole> = s.messages(a.record.id).unwrap().iter().map(|m| m.role).collect();
@@ -245,7 +245,7 @@ fn a_window_smaller_than_the_system_prompt_is_a_clear_error() {
 #[test]
 fn export_import_round_trips() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana's cat is Tom"})));
     a.turn(&mut sc, "my cat is Tom", &mut Collect(vec![])).unwrap();
@@ -264,7 +264,7 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     let (_d, s) = setup();
     configure(&s, |c| c.search_first = true);
     let rec = s.agent("bot").unwrap();
-    let v = util::minilm().embed(&["The pump pressure limit is 8 bar."]).unwrap().remove(0);
+    let v = util::tiny_embedder().embed(&["The pump pressure limit is 8 bar."]).unwrap().remove(0);
     let p = pagemind::memory::NewPassage {
         text: "The pump pressure limit is 8 bar.".into(),
         source: "/docs/pump.md".into(),
@@ -273,7 +273,7 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
         vector: v,
     };
     s.archival_insert(rec.id, util::MINILM, p).unwrap();
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     // The model searches, then does something else instead of answering.
     sc.calls.push_back(call("archival_memory_search", json!({"query": "pump pressure", "page": 1})));
@@ -292,7 +292,7 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     // Without documents, the same agent takes free steps.
     let (_d2, s2) = setup();
     configure(&s2, |c| c.search_first = true);
-    let mut a2 = Agent::open(&s2, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a2 = Agent::open(&s2, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc2 = Script::default();
     a2.turn(&mut sc2, "hi", &mut Collect(vec![])).unwrap();
     assert_eq!(sc2.restricted, [Some(MEMORY_RULE.to_string())], "only the memory-first rule");
@@ -304,7 +304,7 @@ const MEMORY_RULE: &str = "archival_memory_search,conversation_search";
 #[test]
 fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
     let (_d, s) = setup();
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call("conversation_search", json!({"query": "Porto", "page": 1})));
     sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Lives in Porto"})));
@@ -318,7 +318,7 @@ fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
     assert_eq!(sc.restricted, [None]);
     // Switched off, the first step is free.
     configure(&s, |c| c.memory_first = false);
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(2048)).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     a.turn(&mut sc, "hi", &mut Collect(vec![])).unwrap();
     assert_eq!(sc.restricted, [None]);
@@ -328,10 +328,10 @@ fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
 fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
     let (_d, s) = setup();
     let rec = s.agent("bot").unwrap();
-    // UUID-like text: ~1 token per 1-2 characters, so 2,900 characters are most of the window.
+    // UUID-like text, 2,900 characters: more than half the window in the tiny model's tokens.
     let text: String = (0..80).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c97 ")).collect::<String>();
     let text: String = text.chars().take(2900).collect();
-    let v = util::minilm().embed(&[text.as_str()]).unwrap().remove(0);
+    let v = util::tiny_embedder().embed(&[text.as_str()]).unwrap().remove(0);
     let p = pagemind::memory::NewPassage {
         text: text.clone(),
         source: "kv".into(),
@@ -340,8 +340,8 @@ fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
         vector: v,
     };
     s.archival_insert(rec.id, util::MINILM, p).unwrap();
-    let window = 1280;
-    let mut a = Agent::open(&s, util::smollm(), Some(util::minilm()), "bot", Some(window)).unwrap();
+    let window = w(1280);
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(window)).unwrap();
     let mut sc = Script::default();
     // Three different searches (a repeated one is not run again), each matching the passage.
     for q in ["ab10-41d0", "41d0-b646", "b646-e1f4"] {
@@ -352,7 +352,7 @@ fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
     assert_eq!(r.messages, ["done"]);
     for st in &r.steps[..3] {
         assert!(st.result.ends_with("[truncated]"), "{}", st.result);
-        let n = util::smollm().tokenizer.encode(&st.result, false).unwrap().len();
+        let n = model().tokenizer.encode(&st.result, false).unwrap().len();
         assert!(n < window / 2, "a result of {n} tokens");
     }
     // Every prompt fit, with room for a step, flushing as needed.

@@ -61,6 +61,20 @@ pub fn tiny() -> &'static ChatModel {
     })
 }
 
+/// The hermetic tier's embedder: a tiny random-weight BERT written to a temporary folder
+/// (`embed::synthetic`: character vocabulary, 16-d vectors). Its vectors do not rank by
+/// meaning; archival search still puts a passage holding the query verbatim first.
+pub fn tiny_embedder() -> &'static Embedder {
+    static E: OnceLock<Embedder> = OnceLock::new();
+    E.get_or_init(|| {
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        pagemind::embed::synthetic::write_tiny_bert(dir.path(), 11).unwrap();
+        let p = |f: &str| dir.path().join(f);
+        Embedder::load(&p("model.safetensors"), &p("config.json"), &p("tokenizer.json"), 256, &candle_core::Device::Cpu)
+            .unwrap()
+    })
+}
+
 /// Qwen2.5, loaded once, or `None` (and a note on stderr) when not installed. In CI (`CI` set)
 /// a missing Qwen2.5 is a failure, not a skip: `.ci/run` installs it.
 pub fn qwen() -> Option<&'static ChatModel> {
