@@ -100,7 +100,7 @@ pub fn answer_from_results(question: &str) -> String {
         None => question.to_string(),
     };
     format!(
-        "(The user's message: {}. If these results answer it, reply with send_message; if they only give you something to look up next, search for that.)",
+        "(The user's message: {}. If these results answer it, reply with send_message.)",
         serde_json::to_string(&question).unwrap_or_default()
     )
 }
