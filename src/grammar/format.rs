@@ -20,7 +20,8 @@ pub enum StepFormat {
     /// `{"thoughts": .., "function": .., "arguments": {..}}`
     #[default]
     Json,
-    /// `<tool_call>\n{"name": .., "arguments": {"thoughts": .., ..}}\n</tool_call>`
+    /// `<tool_call>\n{"thoughts": .., "name": .., "arguments": {..}}\n</tool_call>` (Qwen2.5's call with the
+    /// thoughts first)
     Qwen,
 }
 
@@ -44,7 +45,7 @@ impl StepFormat {
         match self {
             StepFormat::Json => "{\"thoughts\": \"...\", \"function\": \"...\", \"arguments\": {...}}",
             StepFormat::Qwen => {
-                "<tool_call>\n{\"name\": \"...\", \"arguments\": {\"thoughts\": \"...\", ...}}\n</tool_call>"
+                "<tool_call>\n{\"thoughts\": \"...\", \"name\": \"...\", \"arguments\": {...}}\n</tool_call>"
             }
         }
     }
@@ -94,9 +95,6 @@ impl StepFormat {
         let mut args = String::new();
         let obj = call.arguments.as_object().cloned().unwrap_or_default();
         let mut parts = vec![];
-        if self == StepFormat::Qwen {
-            parts.push(format!("\"thoughts\": {}", sep(&json!(call.thoughts))));
-        }
         for (k, v) in &obj {
             parts.push(format!("{}: {}", sep(&json!(k)), render_value(v)));
         }
@@ -107,12 +105,11 @@ impl StepFormat {
                 sep(&json!(call.thoughts)),
                 sep(&json!(call.function))
             ),
-            StepFormat::Qwen => {
-                format!(
-                    "<tool_call>\n{{\"name\": {}, \"arguments\": {{{args}}}}}\n</tool_call>",
-                    sep(&json!(call.function))
-                )
-            }
+            StepFormat::Qwen => format!(
+                "<tool_call>\n{{\"thoughts\": {}, \"name\": {}, \"arguments\": {{{args}}}}}\n</tool_call>",
+                sep(&json!(call.thoughts)),
+                sep(&json!(call.function))
+            ),
         }
     }
 }
@@ -141,14 +138,18 @@ pub fn parse_call(text: &str, format: StepFormat) -> Result<ToolCall> {
     let v: Value = serde_json::from_str(body).map_err(|e| Error::Invalid(format!("step is not JSON ({e}): {text}")))?;
     let (function, mut args, thoughts) = match format {
         StepFormat::Json => (&v["function"], v["arguments"].clone(), v["thoughts"].clone()),
-        StepFormat::Qwen => (&v["name"], v["arguments"].clone(), Value::Null),
+        StepFormat::Qwen => (&v["name"], v["arguments"].clone(), v["thoughts"].clone()),
     };
     let function =
         function.as_str().ok_or_else(|| Error::Invalid(format!("step names no function: {text}")))?.to_string();
     let o = args.as_object_mut().ok_or_else(|| Error::Invalid(format!("arguments must be an object: {text}")))?;
     let thoughts = match format {
         StepFormat::Json => thoughts,
-        StepFormat::Qwen => o.remove("thoughts").unwrap_or_default(),
+        // Steps stored before session 13 kept the thoughts inside the arguments.
+        StepFormat::Qwen => match o.remove("thoughts") {
+            Some(inside) if thoughts.is_null() => inside,
+            _ => thoughts,
+        },
     };
     Ok(ToolCall { thoughts: thoughts.as_str().unwrap_or_default().to_string(), function, arguments: args })
 }

@@ -105,27 +105,18 @@ pub fn step_schema(branches: &[Branch], format: StepFormat, thoughts: bool) -> V
                     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
                 }
                 StepFormat::Qwen => {
+                    // Qwen2.5's own call object, with the thoughts first when there are any:
+                    // the model reasons before it picks the function, as in the JSON format.
                     let mut props = serde_json::Map::new();
                     let mut required = vec![];
                     if thoughts {
                         props.insert("thoughts".into(), thought.clone());
                         required.push(json!("thoughts"));
                     }
-                    if let Some(p) = args["properties"].as_object() {
-                        for (k, v) in p {
-                            props.insert(k.clone(), v.clone());
-                        }
-                    }
-                    if let Some(r) = args["required"].as_array() {
-                        required.extend(r.iter().cloned());
-                    }
-                    json!({
-                        "type": "object",
-                        "properties": {"name": {"const": t.name}, "arguments": {
-                            "type": "object", "properties": props, "required": required, "additionalProperties": false}},
-                        "required": ["name", "arguments"],
-                        "additionalProperties": false
-                    })
+                    props.insert("name".into(), json!({"const": t.name}));
+                    props.insert("arguments".into(), args.clone());
+                    required.extend([json!("name"), json!("arguments")]);
+                    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
                 }
             }
         })

@@ -123,7 +123,7 @@ fn unterminated_strings_cannot_end_a_step() {
 fn escapes_and_unicode_inside_strings_work() {
     for (format, text) in [
         (StepFormat::Json, r#"{"thoughts": "greet", "function": "send_message", "arguments": {"message": "She said \"hi\" é\ncafé — 日本 🚀 \\ ok"}}"#.to_string()),
-        (StepFormat::Qwen, "<tool_call>\n{\"name\": \"send_message\", \"arguments\": {\"thoughts\": \"greet\", \"message\": \"She said \\\"hi\\\" é\\ncafé — 日本 🚀 \\\\ ok\"}}\n</tool_call>".to_string()),
+        (StepFormat::Qwen, "<tool_call>\n{\"thoughts\": \"greet\", \"name\": \"send_message\", \"arguments\": {\"message\": \"She said \\\"hi\\\" é\\ncafé — 日本 🚀 \\\\ ok\"}}\n</tool_call>".to_string()),
     ] {
         let g = grammar(format);
         let (n, mut m) = accepted_prefix(&g, &text);
@@ -224,4 +224,15 @@ fn a_json_schema_constraint_allows_only_its_values_and_refuses_bad_schemas() {
         let e = JsonConstraint::with_env(fake_env(), &bad, EOS).err().unwrap_or_else(|| panic!("accepted {bad}"));
         assert!(e.to_string().contains("JSON schema"), "{e}");
     }
+}
+
+#[test]
+fn qwen_steps_put_thoughts_first_and_the_older_layout_still_parses() {
+    let call =
+        ToolCall { thoughts: "look".into(), function: "send_message".into(), arguments: json!({"message": "hi"}) };
+    let text = StepFormat::Qwen.render(&call);
+    assert!(text.starts_with("<tool_call>\n{\"thoughts\": \"look\", \"name\""), "{text}");
+    assert_eq!(parse_call(&text, StepFormat::Qwen).unwrap(), call);
+    let old = "<tool_call>\n{\"name\": \"send_message\", \"arguments\": {\"thoughts\": \"look\", \"message\": \"hi\"}}\n</tool_call>";
+    assert_eq!(parse_call(old, StepFormat::Qwen).unwrap(), call);
 }
