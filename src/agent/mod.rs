@@ -314,6 +314,9 @@ impl<'a> Agent<'a> {
             replay_time: None,
         };
         a.load_working_context()?;
+        // A process killed while saving KV state left its temporary file; this one holds the
+        // store's lock, so no other is saving now.
+        crate::runtime::remove_stale_temp_files(&store.kv_dir());
         if a.store.get_state(a.record.id, SHOWING_STATE)?.is_some_and(|v| v == serde_json::json!(true)) {
             a.push(events::system_alert(prompts::CUT_OFF))?;
             a.store.set_state(a.record.id, SHOWING_STATE, &serde_json::Value::Null)?;

@@ -76,13 +76,31 @@ fn get_f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// Name parts of the temporary file a write renames into place.
+const TEMP_PREFIX: &str = ".kv-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Remove the temporary files that writes killed midway left in `dir`. Only for a caller that
+/// knows no write into `dir` is running (the agent holds the store's lock, which one process
+/// has at a time, and saves from one thread).
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl KvFile {
     /// Write atomically to `path`; returns the file's size in bytes.
     pub fn write(&self, path: &Path) -> Result<u64> {
         let io = |e: std::io::Error| Error::File { path: path.to_path_buf(), msg: format!("saving the KV state: {e}") };
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::Builder::new().prefix(".kv-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+        let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir).map_err(io)?;
         let header = serde_json::to_vec(&self.header).map_err(|e| Error::Invalid(format!("KV header: {e}")))?;
         let mut hash = Sha256::new();
         let mut size = 0u64;

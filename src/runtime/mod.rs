@@ -22,7 +22,7 @@ mod tokenizer;
 
 pub use gguf::{Gguf, SUPPORTED_ARCHS};
 pub use kv_cache::KvCache;
-pub use kv_file::{KvFile, KvHeader};
+pub use kv_file::{remove_stale_temp_files, KvFile, KvHeader};
 pub use model::{Arch, Config, Transformer, MAX_POSITIONS};
 pub use prompt_encoder::PromptEncoder;
 pub use sampler::{argmax, Sampler, SamplerConfig, TokenMask};

@@ -433,6 +433,21 @@ fn a_search_repeated_within_a_turn_is_not_run_again_and_the_answer_comes_next() 
 }
 
 #[test]
+fn opening_an_agent_removes_what_a_killed_kv_save_left() {
+    let (_d, s) = setup();
+    let kv = s.kv_dir();
+    std::fs::create_dir_all(&kv).unwrap();
+    for f in [".kv-Ab12Cd.tmp", "agent-1.kv", "prefix-x.kv"] {
+        std::fs::write(kv.join(f), b"bytes").unwrap();
+    }
+    Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut left: Vec<String> =
+        std::fs::read_dir(&kv).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    left.sort();
+    assert_eq!(left, ["agent-1.kv", "prefix-x.kv"]);
+}
+
+#[test]
 fn core_memory_edits_reach_the_working_context_at_the_next_user_turn() {
     let (_d, s) = setup();
     let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
