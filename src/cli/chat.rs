@@ -53,11 +53,11 @@ pub struct AskArgs {
 }
 
 /// Make sure a catalog model is installed (pulling it, with progress, if not).
-pub fn ensure_model(store: &ModelStore, id: &str) -> Result<()> {
-    if let Some(spec) = store.catalog().get(id) {
-        if !store.is_installed(spec) {
+pub fn ensure_model(models: &ModelStore, id: &str) -> Result<()> {
+    if let Some(spec) = models.catalog().get(id) {
+        if !models.is_installed(spec) {
             eprintln!("{id} is not installed; pulling it now");
-            store.pull(id, Source::Auto, false, true)?;
+            models.pull(id, Source::Auto, false, true)?;
         }
     }
     Ok(())
