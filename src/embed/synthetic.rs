@@ -39,16 +39,10 @@ pub fn write_tiny_bert(dir: &Path, seed: u64) -> Result<()> {
         "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute",
         "use_cache": true, "classifier_dropout": null
     });
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = crate::runtime::synthetic::Weights::new(seed);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let mut put = |name: String, dims: &[usize], fill: Option<f32>| -> Result<()> {
-        let n: usize = dims.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                fill.unwrap_or(((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5)
-            })
-            .collect();
+        let data = rng.take(dims.iter().product(), fill);
         tensors.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
         Ok(())
     };

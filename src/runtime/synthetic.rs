@@ -29,6 +29,25 @@ impl Default for TinyShape {
 /// Control tokens of the tiny vocabulary (ChatML's and an end-of-text token).
 pub const TINY_CONTROLS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
+/// Seeded random weights in [-0.25, 0.25) (an LCG): the synthetic models' one source.
+pub struct Weights(u64);
+
+impl Weights {
+    pub fn new(seed: u64) -> Self {
+        Weights(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+    }
+
+    /// `n` values, each `fill` if given (the generator still advances), else random.
+    pub fn take(&mut self, n: usize, fill: Option<f32>) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                fill.unwrap_or(((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5)
+            })
+            .collect()
+    }
+}
+
 /// The bytes of a tiny GGUF chat model with `shape`; weights are drawn from `seed`.
 pub fn tiny_gguf(shape: &TinyShape, seed: u64) -> Result<Vec<u8>> {
     let alphabet = super::tokenizer::byte_level_alphabet();
@@ -63,19 +82,9 @@ pub fn tiny_gguf(shape: &TinyShape, seed: u64) -> Result<Vec<u8>> {
     ];
     let head_dim = shape.n_embd / shape.n_head;
     let (d, q_out, kv_out, vocab) = (shape.n_embd, shape.n_head * head_dim, shape.n_head_kv * head_dim, tokens.len());
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = Weights::new(seed);
     let mut weight = |dims: &[usize], ones: bool| -> Result<QTensor> {
-        let n: usize = dims.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                if ones {
-                    1.0
-                } else {
-                    ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
-                }
-            })
-            .collect();
+        let data = rng.take(dims.iter().product(), ones.then_some(1.0));
         Ok(QTensor::quantize(&Tensor::from_vec(data, dims, &Device::Cpu)?, GgmlDType::F32)?)
     };
     let mut tensors: Vec<(String, QTensor)> = vec![
