@@ -6,7 +6,7 @@ Format `pagemind-agent/1`:
   "agent":    { name, chat_model, embedding_model, created_at, last_used, config },
   "blocks":   [ { label, value, limit, updated_at } ],
   "summary":  { text, updated_at, messages_covered },
-  "messages": [ { role, content, function?, name?, created_at, tokens, in_context } ],   // oldest first
+  "messages": [ { role, content, function?, name?, created_at, tokens, counted_by?, in_context } ],   // oldest first
   "passages": [ { text, source, span, created_at, metadata, vector: [f32; dim] } ],      // id order
   "sources":  [ { path, sha256, bytes, kind, chunk_tokens, overlap, chunks, complete, ... } ],
   "state":    { key: value } }

@@ -212,6 +212,16 @@ impl Agent<'_> {
                     self.store.archival_search(id, model, &v, page_of(a), size, None)
                 });
                 match for_model(r)? {
+                    // Ranked by meaning, a search finds nothing only in an empty archive: say
+                    // where else to look (Qwen2.5-1.5B, asked about its user, searched an empty
+                    // archive twice and apologised instead of searching the conversation).
+                    Ok(p) if p.total == 0 => Outcome::new(
+                        Ok(format!(
+                            "No results found: archival memory is empty. What was said in past conversations is found with {}.",
+                            Builtin::ConversationSearch.name()
+                        )),
+                        format!("archival_memory_search {q:?} -> 0 results"),
+                    ),
                     Ok(p) => {
                         let text = listing(&p, self.result_limit, |n, s| {
                             let src = if s.passage.span.is_empty() {

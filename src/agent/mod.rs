@@ -422,12 +422,24 @@ impl<'a> Agent<'a> {
         if m.created_at == 0 {
             m.created_at = self.replay_time.unwrap_or(0);
         }
+        m.tokens = self.message_tokens(&m)? as u32;
+        m.counted_by = self.model.count_tag();
         let m = self.store.append_message(self.record.id, m)?;
         if let (Some(e), Some(text)) = (self.embedder, m.conversation_text()) {
             let v = e.embed(&[text.as_str()])?.remove(0);
             self.store.put_message_vectors(self.record.id, &[(m.id, v)])?;
         }
         Ok(m)
+    }
+
+    /// Tokens a queued message's text takes (the model's tokenizer; the chat template adds a
+    /// few around it): the count stored at append when this model made it, else counted now
+    /// (a message edited by `/rewrite`, or counted by another model).
+    pub fn message_tokens(&self, m: &Message) -> Result<usize> {
+        if m.tokens > 0 && m.counted_by == self.model.count_tag() {
+            return Ok(m.tokens as usize);
+        }
+        Ok(self.model.tokenizer.encode(&m.content, true)?.len())
     }
 
     /// The login event that starts a session.
@@ -495,7 +507,7 @@ impl<'a> Agent<'a> {
         let mut answer_forced = false;
         let mut i = 0;
         while i < max {
-            self.manage_pressure(steps, &mut out)?;
+            self.manage_pressure(steps, &mut out, i == 0)?;
             let prompt = self.prompt_tokens()?;
             let t0 = Instant::now();
             let mut stream = MessageStream::default();

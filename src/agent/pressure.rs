@@ -6,8 +6,11 @@ from its result and always keeping the last [`KEEP_LAST`] messages, until about
 `evict_fraction` (default 50%) of the window is freed; the model writes a new summary of the
 old summary plus the evicted messages, and both changes commit in one transaction (the evicted
 messages stay in recall storage, marked out of context). Otherwise, when the prompt passes the
-warning threshold (default 70%), one system alert is queued, once per crossing: the flag resets
-when the prompt falls back under the threshold.
+warning threshold (default 70%) at the first step of a turn, one system alert is queued, once
+per crossing: the flag resets when the prompt falls back under the threshold. A crossing in
+the middle of a turn waits for the next turn: an alert read between a search's results and the
+answer made Qwen2.5-1.5B save memory instead of answering (3 of 6 questions of the six-facts
+script at 1,024 tokens).
 */
 
 use super::{prompts, step_reserve, Agent, StepModel, TurnResult};
@@ -41,8 +44,15 @@ fn line(m: &Message) -> String {
 
 impl Agent<'_> {
     /// Alert or flush as the prompt size requires (at most one flush), counting a flush and
-    /// its cost into `out`.
-    pub(super) fn manage_pressure(&mut self, steps: &mut dyn StepModel, out: &mut TurnResult) -> Result<()> {
+    /// its cost into `out`. The alert is raised only where `may_alert` (the first step of a
+    /// turn, before the agent acts on the event): never between a function result and the step
+    /// that answers from it, where a small model acts on the last thing it reads.
+    pub(super) fn manage_pressure(
+        &mut self,
+        steps: &mut dyn StepModel,
+        out: &mut TurnResult,
+        may_alert: bool,
+    ) -> Result<()> {
         let c = &self.record.config;
         let n = self.prompt_tokens()?.len();
         let warn_at = (c.warning_threshold * self.window as f32) as usize;
@@ -54,7 +64,7 @@ impl Agent<'_> {
             return Ok(());
         }
         let warned = self.store.get_state(id, "pressure_warned")?.and_then(|v| v.as_bool()).unwrap_or(false);
-        if n > warn_at && !warned {
+        if n > warn_at && !warned && may_alert {
             self.push(super::events::system_alert(prompts::PRESSURE_ALERT))?;
             self.store.set_state(id, "pressure_warned", &json!(true))?;
         } else if n <= warn_at && warned {
@@ -73,10 +83,7 @@ impl Agent<'_> {
         let queue = self.store.context_messages(id)?;
         let target = (self.record.config.evict_fraction * self.window as f32) as usize;
         // What must go for the prompt, a new summary and one step to fit at all.
-        let sizes: Vec<usize> = queue
-            .iter()
-            .map(|m| Ok(self.model.tokenizer.encode(&m.content, true)?.len() + 4))
-            .collect::<Result<_>>()?;
+        let sizes: Vec<usize> = queue.iter().map(|m| Ok(self.message_tokens(m)? + 4)).collect::<Result<_>>()?;
         let old_summary = self.model.tokenizer.encode(&self.store.summary(id)?.text, true)?.len();
         // At least one message goes (a flush was asked for), and enough for the prompt, the new
         // summary and one step to fit.

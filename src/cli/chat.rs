@@ -393,6 +393,7 @@ fn command(agent: &mut Agent, steps: &mut LlmSteps, term: &mut Terminal, cmd: &s
                 call.arguments["message"] = rest.into();
             }
             m.content = format.render(&call);
+            m.tokens = 0; // counted again when next needed
             store.update_messages(id, &[m])?;
             println!("{name} done");
         }

@@ -132,9 +132,15 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub created_at: i64,
-    /// Tokens this message takes in the prompt (model's own tokenizer; 0 if not yet counted).
+    /// Tokens of `content` in the tokenizer of the model named by `counted_by` (0: not
+    /// counted). The agent counts at append, so sizing the queue for an eviction encodes
+    /// nothing again.
     #[serde(default)]
     pub tokens: u32,
+    /// Which model counted `tokens` ([`crate::runtime::ChatModel::count_tag`]); another model
+    /// counts again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counted_by: u32,
     /// Whether it is in the FIFO queue of main context (else only in recall storage).
     pub in_context: bool,
 }
@@ -142,7 +148,16 @@ pub struct Message {
 impl Message {
     /// A new in-context message (id and time are set when appended).
     pub fn new(role: MessageRole, content: impl Into<String>) -> Self {
-        Self { id: 0, role, content: content.into(), name: None, created_at: 0, tokens: 0, in_context: true }
+        Self {
+            id: 0,
+            role,
+            content: content.into(),
+            name: None,
+            created_at: 0,
+            tokens: 0,
+            counted_by: 0,
+            in_context: true,
+        }
     }
 
     /// For an agent step: the function call it makes, parsed from its text (a step that does
@@ -239,4 +254,8 @@ impl<T> Page<T> {
     pub fn header(&self) -> String {
         format!("Showing {} of {} results (page {}/{})", self.items.len(), self.total, self.page + 1, self.pages())
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }

@@ -92,6 +92,13 @@ impl ChatModel {
         &self.fingerprint
     }
 
+    /// A nonzero tag of this model file (from its fingerprint), stored with the token counts
+    /// it makes ([`crate::memory::Message::counted_by`]) so another model's counts are not
+    /// taken for its own.
+    pub fn count_tag(&self) -> u32 {
+        u32::from_str_radix(self.fingerprint.get(..8).unwrap_or_default(), 16).unwrap_or(0).max(1)
+    }
+
     /// A shared handle to the tokenizer.
     pub fn tokenizer_arc(&self) -> Arc<GgufTokenizer> {
         self.tokenizer.clone()

@@ -205,6 +205,30 @@ fn pressure_alert_once_per_crossing_then_flush_with_summary() {
 }
 
 #[test]
+fn a_pressure_alert_waits_for_the_next_turn_rather_than_come_between_a_result_and_the_answer() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(1400))).unwrap();
+    let id = a.record.id;
+    let mut sc = Script::default();
+    let mut alerted_turns = 0;
+    for i in 0..24 {
+        // Three steps a turn, so the prompt crosses the threshold in mid-turn as often as not.
+        sc.calls.push_back(call("conversation_search", json!({"query": format!("number {i}"), "page": 1})));
+        sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "x"})));
+        sc.calls.push_back(say(&format!("about {i}")));
+        let before = alerts(&s, id);
+        a.turn(&mut sc, &format!("message {i}: tell me about the number {i}"), &mut Collect(vec![])).unwrap();
+        alerted_turns += usize::from(alerts(&s, id) > before);
+    }
+    assert!(alerted_turns >= 2, "the threshold was crossed: {alerted_turns} alerts");
+    // Every alert came at a turn's first step, right after the user's message.
+    let all = s.messages(id).unwrap();
+    for (k, _) in all.iter().enumerate().filter(|(_, m)| m.content.contains("\"system_alert\"")) {
+        assert!(all[k - 1].content.contains("\"user_message\""), "alert after {:?}", all[k - 1]);
+    }
+}
+
+#[test]
 fn resume_after_restart_restores_core_memory_queue_and_summary() {
     let (d, s) = setup();
     let before;
@@ -501,4 +525,47 @@ fn a_lone_message_too_big_for_a_tiny_window_goes_into_the_summary() {
     let id = a.record.id;
     assert_eq!(s.summary(id).unwrap().messages_covered, 1, "the message went into the summary");
     assert!(s.messages(id).unwrap().iter().any(|m| m.content.contains("tomatoes")), "and stays in recall");
+}
+
+#[test]
+fn messages_are_stored_with_their_token_counts_and_another_models_counts_are_not_trusted() {
+    let (_d, s) = setup();
+    let m = model();
+    let mut a = Agent::open(&s, m, None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "likes figs"})));
+    sc.calls.push_back(say("Noted."));
+    a.turn(&mut sc, "I like figs.", &mut Collect(vec![])).unwrap();
+    let msgs = s.messages(a.record.id).unwrap();
+    assert!(msgs.len() >= 5, "{msgs:?}");
+    for msg in &msgs {
+        let n = m.tokenizer.encode(&msg.content, true).unwrap().len();
+        assert_eq!((msg.tokens as usize, msg.counted_by), (n, m.count_tag()), "{msg:?}");
+        assert_eq!(a.message_tokens(msg).unwrap(), n);
+    }
+    // A count made by another model (or a wrong one) is counted again.
+    let mut other = msgs[0].clone();
+    other.tokens = 1;
+    other.counted_by = m.count_tag() ^ 1;
+    assert_eq!(a.message_tokens(&other).unwrap(), msgs[0].tokens as usize);
+    other.counted_by = m.count_tag();
+    assert_eq!(a.message_tokens(&other).unwrap(), 1, "its own count is taken as stored");
+}
+
+#[test]
+fn a_search_of_an_empty_archive_points_to_the_conversation() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(call("archival_memory_search", json!({"query": "my job", "page": 1})));
+    sc.calls.push_back(say("I don't know yet."));
+    let r = a.turn(&mut sc, "What is my job?", &mut Collect(vec![])).unwrap();
+    assert!(r.steps[0].result.starts_with("No results found: archival memory is empty"), "{}", r.steps[0].result);
+    assert!(r.steps[0].result.contains("conversation_search"), "{}", r.steps[0].result);
+    // Once something is saved, an unrelated query still finds it (ranked by meaning).
+    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana is a nurse"})));
+    sc.calls.push_back(call("archival_memory_search", json!({"query": "weather", "page": 1})));
+    sc.calls.push_back(say("ok"));
+    let r = a.turn(&mut sc, "Remember: I am a nurse.", &mut Collect(vec![])).unwrap();
+    assert!(r.steps[1].result.contains("Ana is a nurse"), "{}", r.steps[1].result);
 }
