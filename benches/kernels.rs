@@ -4,13 +4,16 @@
 //! (type, shape, tokens) with both times (median of the repetitions), ours in weights/ns, and
 //! the ratio candle / ours (above 1: ours is faster). Decode is also timed with the weights
 //! coming from memory (`dram_*_ms`: a pass over copies larger than the L3 cache), as in a real
-//! decode step. `cargo bench --bench kernels [-- --quick]`.
+//! decode step. For Q4_K and Q6_K, which run eight rows interleaved where the CPU has AVX2 or
+//! AVX-512 VNNI, `rows_ms` times the row-by-row kernel on the same weights (`rows_ratio`: rows /
+//! ours). `cargo bench --bench kernels [-- --quick]`.
 
 mod common;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use common::*;
+use pagemind::kernels::k_matmul::KMatrix;
 use pagemind::runtime::linear::Linear;
 use serde_json::json;
 
@@ -44,6 +47,13 @@ fn main() {
             };
             let ours = Linear::new(weights(rows, cols, dtype, 7), &Device::Cpu).unwrap();
             let theirs = QMatMul::from_qtensor(weights(rows, cols, dtype, 7)).unwrap();
+            // The row-by-row kernel on the same blocks (what runs without an interleaved body).
+            let bytes = weights(rows, cols, dtype, 7).data().unwrap().into_owned();
+            let by_rows = match dtype {
+                GgmlDType::Q4K => KMatrix::from_bytes(&bytes, rows, cols).map(Linear::Q4K),
+                GgmlDType::Q6K => KMatrix::from_bytes(&bytes, rows, cols).map(Linear::Q6K),
+                _ => None,
+            };
             for tokens in [1, 64] {
                 let mut r = Rng(11);
                 let x: Vec<f32> = (0..tokens * cols).map(|_| r.f()).collect();
@@ -52,6 +62,7 @@ fn main() {
                 let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 let t_ours = median_ms(reps, || drop(ours.forward(&x).unwrap()));
                 let t_candle = median_ms(reps, || drop(theirs.forward(&x).unwrap()));
+                let t_rows = by_rows.as_ref().map(|l| median_ms(reps, || drop(l.forward(&x).unwrap())));
                 // Decode with the weights streamed from memory: cycle through copies larger than L3.
                 let (dram_ours, dram_candle) = if tokens == 1 && !quick {
                     let copies = (256 << 20) / (rows * cols / 2) + 1;
@@ -76,6 +87,7 @@ fn main() {
                     "ours_ms": r2(t_ours * 100.0) / 100.0, "candle_ms": r2(t_candle * 100.0) / 100.0,
                     "ours_weights_per_ns": r2((rows * cols * tokens) as f64 / (t_ours * 1e6)),
                     "ratio": r2(t_candle / t_ours), "max_abs_diff": diff,
+                    "rows_ms": t_rows.map(|t| r2(t * 100.0) / 100.0), "rows_ratio": t_rows.map(|t| r2(t / t_ours)),
                 });
                 println!("{line}");
             }

@@ -6,7 +6,8 @@ dot product. [`matmul`] quantizes each token to Q8_K once (tokens split across t
 splits the output rows across candle's CPU worker pool: each worker meets every token with one
 weight row while that row is in L1, so decode (one token) streams the weights once and prefill
 reads them once per batch. [`matmul_x8`] does the same on eight-row interleaved Q4_K
-and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX-512 VNNI path, with tokens in tiles of `TOKEN_TILE`.
+and Q6_K ([`Q4Kx8Matrix`], [`Q6Kx8Matrix`]), the AVX2 and AVX-512 VNNI path, with tokens in tiles
+of `TOKEN_TILE`.
 */
 
 use super::pool::{parallel, SharedMut as Out};
@@ -213,9 +214,9 @@ impl<B: X8Block> X8Matrix<B> {
     }
 }
 
-/// Interleaved Q4_K, the AVX-512 VNNI path ([`super::q4_k_x8`]).
+/// Interleaved Q4_K, the AVX2 and AVX-512 VNNI path ([`super::q4_k_x8`]).
 pub type Q4Kx8Matrix = X8Matrix<BlockQ4Kx8>;
-/// Interleaved Q6_K, the AVX-512 VNNI path ([`super::q6_k_x8`]).
+/// Interleaved Q6_K, the AVX2 and AVX-512 VNNI path ([`super::q6_k_x8`]).
 pub type Q6Kx8Matrix = X8Matrix<BlockQ6Kx8>;
 
 /// [`matmul`] for eight-row interleaved matrices: workers take row groups; each group meets the

@@ -1,5 +1,5 @@
-/*! Q6_K matrices with eight rows interleaved, for AVX-512 VNNI: [`super::q4_k_x8`]'s scheme for
-the six-bit type.
+/*! Q6_K matrices with eight rows interleaved, for AVX-512 VNNI and AVX2: [`super::q4_k_x8`]'s
+scheme for the six-bit type.
 
 [`BlockQ6Kx8`] holds block `b` of eight rows with GGML's bytes regrouped so that one 64-byte
 load holds eight consecutive values' bytes of each row (`8r + k`): `ql` in each half `n` as
@@ -12,6 +12,7 @@ and token finishes eight rows. Same size as GGML's blocks (210 bytes per row and
 [`dot_x8_scalar`] is the reference; tests check it against [`super::q6_k::dot_scalar`].
 */
 
+use super::q4_k_x8::X8Simd;
 use super::q6_k::BlockQ6K;
 use super::q8_k::BlockQ8K;
 use half::f16;
@@ -82,17 +83,150 @@ pub fn dot_x8_scalar(g: &[BlockQ6Kx8], y: &[BlockQ8K]) -> [f32; 8] {
     })
 }
 
-/// Eight rows times `T` tokens (`T` in 1..=4): `out[t][r]`. Uses AVX-512 VNNI where
-/// [`super::q4_k_x8::available`].
+/// Eight rows times `T` tokens (`T` in 1..=4): `out[t][r]`, on the best body this CPU runs
+/// ([`super::q4_k_x8::best`]; the scalar reference where there is none).
 #[inline]
 pub fn dot_x8<const T: usize>(g: &[BlockQ6Kx8], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
-    assert!(ys.iter().all(|y| y.len() == g.len()), "q6_k x8 dot: block counts differ");
-    #[cfg(target_arch = "x86_64")]
-    if super::q4_k_x8::available() {
-        // SAFETY: features checked by `available`; lengths checked above.
-        return unsafe { avx512::dot_x8(g, ys) };
+    match super::q4_k_x8::best() {
+        Some(simd) => dot_x8_on(simd, g, ys),
+        None => ys.map(|y| dot_x8_scalar(g, y)),
     }
-    ys.map(|y| dot_x8_scalar(g, y))
+}
+
+/// [`dot_x8`] on a given body, which must be one of [`super::q4_k_x8::supported`] (panics
+/// otherwise).
+#[inline]
+pub fn dot_x8_on<const T: usize>(simd: X8Simd, g: &[BlockQ6Kx8], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+    assert!(ys.iter().all(|y| y.len() == g.len()), "q6_k x8 dot: block counts differ");
+    assert!(super::q4_k_x8::supported().contains(&simd), "q6_k x8 dot: {simd:?} is not supported by this CPU");
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: features checked by `supported`; lengths checked above.
+        unsafe {
+            match simd {
+                X8Simd::Avx512Vnni => avx512::dot_x8(g, ys),
+                X8Simd::Avx2 => super::q4_k_x8::by_twos(ys, |two| avx2::dot_x8(g, two), |one| avx2::dot_x8(g, one)),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no interleaved body off x86-64")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BlockQ6Kx8, BlockQ8K};
+    use std::arch::x86_64::*;
+
+    /// Bytes ahead of each quant load to prefetch (two blocks of eight rows).
+    const PREFETCH: usize = 2 * std::mem::size_of::<BlockQ6Kx8>();
+
+    /// [`super::super::q4_k_x8`]'s AVX2 scheme for six-bit quants: each 64-byte load is rows
+    /// 0-3 and rows 4-7; `vpmaddubsw` pair sums of the two loads of a 16-value sub-block add up in
+    /// 16 bits (at most 2 * 2 * 63 * 128 = 32,256), `vpmaddwd` by the sub-block's signed scale
+    /// widens them; the `-32 * sc * bsums` offset comes last, as in the AVX-512 body.
+    // Index loops: `a[t][i]` is read across tokens for each sub-block `i`.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_x8<const T: usize>(g: &[BlockQ6Kx8], ys: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(0x03);
+        let m30 = _mm256_set1_epi8(0x30);
+        // Sub-block 2p+k's scale byte of row r (`sc[16p + 2r + k]`) into row r's four 16-bit
+        // lanes: [k][half].
+        let spread: [[__m128i; 2]; 2] = std::array::from_fn(|k| {
+            std::array::from_fn(|half| {
+                let idx: [i8; 16] = std::array::from_fn(|l| (2 * (4 * half + l / 4) + k) as i8);
+                _mm_loadu_si128(idx.as_ptr() as *const __m128i)
+            })
+        });
+        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+        let pick: [__m256i; 8] = std::array::from_fn(|p| _mm256_set1_epi32(p as i32));
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, blk) in g.iter().enumerate() {
+            let mut sumi = [[_mm256_setzero_si256(); 2]; T];
+            // The halves are independent sets of four rows: one at a time keeps the sixteen
+            // accumulators of two tokens in registers.
+            for half in 0..2 {
+                for n in 0..2 {
+                    for hp in 0..2 {
+                        // a[t][i]: sub-block 8n + 2i + hp (values 128n + 32i + 16hp ..+16).
+                        let mut a = [[_mm256_setzero_si256(); 4]; T];
+                        for h in 2 * hp..2 * hp + 2 {
+                            let (ph, pa, pb) = (
+                                blk.qh.as_ptr().add(256 * n + 64 * h + 32 * half),
+                                blk.ql.as_ptr().add(512 * n + 64 * h + 32 * half),
+                                blk.ql.as_ptr().add(512 * n + 64 * (h + 4) + 32 * half),
+                            );
+                            if half == 0 {
+                                for p in [ph, pa, pb] {
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                                }
+                            }
+                            let load = |p: *const u8| _mm256_loadu_si256(p as *const __m256i);
+                            let (qh, la, lb) = (load(ph), load(pa), load(pb));
+                            let q = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(la, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(lb, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
+                                    _mm256_and_si256(qh, m30),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                                ),
+                            ];
+                            for t in 0..T {
+                                let y = ys[t].get_unchecked(b).qs.as_ptr().add(128 * n + 8 * h);
+                                for (i, qi) in q.iter().enumerate() {
+                                    let yv = _mm256_set1_epi64x((y.add(32 * i) as *const i64).read_unaligned());
+                                    a[t][i] = _mm256_add_epi16(a[t][i], _mm256_maddubs_epi16(*qi, yv));
+                                }
+                            }
+                        }
+                        for i in 0..4 {
+                            let j = 8 * n + 2 * i + hp; // = 2p + k with p = 4n + i, k = hp
+                            let raw = _mm_loadu_si128(blk.sc.as_ptr().add(16 * (j / 2)) as *const __m128i);
+                            let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, spread[hp][half]));
+                            for t in 0..T {
+                                sumi[t][half] = _mm256_add_epi32(sumi[t][half], _mm256_madd_epi16(a[t][i], s));
+                            }
+                        }
+                    }
+                }
+            }
+            let d8 = _mm256_cvtph_ps(_mm_loadu_si128(blk.d.as_ptr() as *const __m128i));
+            // Scales of sub-blocks 2p, 2p+1 for rows 0..8 as signed 16-bit pairs.
+            let sc: [__m256i; 8] = std::array::from_fn(|p| {
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.sc.as_ptr().add(16 * p) as *const __m128i))
+            });
+            for t in 0..T {
+                let y = ys[t].get_unchecked(b);
+                let s8 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(sumi[t][0], sumi[t][1]), order);
+                // -32 * sum_j sc_j * bsums_j: dword p of `bsums` is the pair (2p, 2p+1).
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let mut off = _mm256_setzero_si256();
+                for p in 0..8 {
+                    off = _mm256_add_epi32(off, _mm256_madd_epi16(sc[p], _mm256_permutevar8x32_epi32(bs, pick[p])));
+                }
+                let isum = _mm256_sub_epi32(s8, _mm256_slli_epi32(off, 5));
+                let dy = _mm256_set1_ps(y.d);
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d8, dy), _mm256_cvtepi32_ps(isum), acc[t]);
+            }
+        }
+        let mut out = [[0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -223,12 +357,27 @@ mod tests {
                 let close = |got: &[f32; 8], want: &[f32; 8]| {
                     got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
                 };
-                let four = dot_x8(m.group(g), [&ys[0][..], &ys[1], &ys[2], &ys[3]]);
-                let one = dot_x8(m.group(g), [&ys[2][..]]);
-                for t in 0..4 {
-                    assert!(close(&four[t], &want[t]), "nb={nb} g={g} t={t}: {:?} vs {:?}", four[t], want[t]);
+                for simd in super::super::q4_k_x8::supported() {
+                    let four = dot_x8_on(simd, m.group(g), [&ys[0][..], &ys[1], &ys[2], &ys[3]]);
+                    let one = dot_x8_on(simd, m.group(g), [&ys[2][..]]);
+                    let three = dot_x8_on(simd, m.group(g), [&ys[1][..], &ys[2], &ys[3]]);
+                    for t in 0..4 {
+                        assert!(
+                            close(&four[t], &want[t]),
+                            "{simd:?} nb={nb} g={g} t={t}: {:?} vs {:?}",
+                            four[t],
+                            want[t]
+                        );
+                    }
+                    let tiles = close(&one[0], &want[2]) && close(&three[0], &want[1]) && close(&three[2], &want[3]);
+                    assert!(tiles, "{simd:?} nb={nb} g={g}: tiles of 1 and 3");
+                    let first = super::super::q4_k_x8::supported()[0];
+                    assert_eq!(
+                        four,
+                        dot_x8_on(first, m.group(g), [&ys[0][..], &ys[1], &ys[2], &ys[3]]),
+                        "bodies agree"
+                    );
                 }
-                assert!(close(&one[0], &want[2]), "nb={nb} g={g}: a tile of one");
             }
         }
         assert!(Q6Kx8Matrix::from_blocks(&blocks(4, &mut r), 4, QK_K).is_none(), "rows not a multiple of 8");

@@ -2,7 +2,8 @@
 
 [`Linear::new`] keeps Q4_1 weights on the CPU in pagemind's row layout
 ([`crate::kernels::matmul`]) and Q4_K / Q6_K weights as their GGML blocks
-([`crate::kernels::k_matmul`]; Q4_K and Q6_K with eight rows interleaved where the CPU has AVX-512 VNNI); every other case (Q8_0, F16, GPU devices) goes to candle's
+([`crate::kernels::k_matmul`]; with eight rows interleaved where the CPU has AVX2 or AVX-512
+VNNI, [`q4_k_x8::best`]); every other case (Q8_0, F16, GPU devices) goes to candle's
 `QMatMul`. Setting `PAGEMIND_KERNELS=candle` forces candle everywhere, for A/B benchmarks.
 
 [`LinearGroup`] holds the layers that read the same input (Q/K/V; gate/up): when all are on
@@ -29,11 +30,11 @@ pub enum Linear {
     Q4_1(Q4_1Matrix),
     /// Q4_K weights on the CPU (GGML blocks).
     Q4K(KMatrix<BlockQ4K>),
-    /// Q4_K weights on an AVX-512 VNNI CPU, eight rows interleaved.
+    /// Q4_K weights on an AVX2 or AVX-512 VNNI CPU, eight rows interleaved.
     Q4Kx8(Q4Kx8Matrix),
     /// Q6_K weights on the CPU (GGML blocks).
     Q6K(KMatrix<BlockQ6K>),
-    /// Q6_K weights on an AVX-512 VNNI CPU, eight rows interleaved.
+    /// Q6_K weights on an AVX2 or AVX-512 VNNI CPU, eight rows interleaved.
     Q6Kx8(Q6Kx8Matrix),
     /// Anything else: candle's quantized matmul.
     Candle(QMatMul),
