@@ -571,17 +571,9 @@ impl<'a> Agent<'a> {
             // A search this turn already ran is not run again: its results are in view, and
             // a small model that repeats one has nothing new to look for (at a 1,024-token
             // window Qwen2.5-1.5B repeated the same search in 3 of 6 questions). It answers next.
-            // One that found nothing sends the model elsewhere instead: forced to answer after an
-            // empty archive's search, Qwen2.5-1.5B introduced itself instead of answering.
-            let earlier = Builtin::of(&call.function)
-                .is_some_and(Builtin::is_search)
-                .then(|| out.steps.iter().find(|s| s.function == call.function && s.arguments == call.arguments))
-                .flatten();
-            let repeated = earlier.is_some();
-            let found_nothing = earlier.is_some_and(|s| s.status == "OK" && s.hits.is_empty());
-            let outcome = if repeated && found_nothing {
-                Outcome::new(Ok(prompts::SAME_EMPTY_SEARCH.to_string()), format!("{} -> repeated", call.function))
-            } else if repeated {
+            let repeated = Builtin::of(&call.function).is_some_and(Builtin::is_search)
+                && out.steps.iter().any(|s| s.function == call.function && s.arguments == call.arguments);
+            let outcome = if repeated {
                 answer_forced = true;
                 Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))
             } else {

@@ -79,7 +79,7 @@ pub const CUT_OFF: &str = "The previous session ended while your last reply was 
 pub const CUT_TOO_LONG: &str = "Your last reply outgrew the context window while it was being shown: the user saw only part of it, and it was not saved. Keep replies shorter.";
 
 /// What a request for a recursive summary looks like.
-pub const SUMMARIZE: &str = "A request from the system, not from the user: summarize the conversation below in at most 120 words, keeping names, facts the user shared, decisions and open questions. Each line says who spoke: the user, or the assistant (you). Write plain prose in the third person, calling the user by name if known and yourself \"the assistant\"; facts the user told are about the user, never about the assistant. Reply with the summary text only, not a function call.";
+pub const SUMMARIZE: &str = "A request from the system, not from the user: summarize the conversation below in at most 120 words, keeping names, facts the user shared, decisions and open questions. Write plain prose in the third person; reply with the summary text only, not a function call.";
 
 /// Intro of the summary message at the head of the queue.
 pub fn summary_message(covered: u64, text: &str) -> String {
@@ -111,9 +111,6 @@ const QUESTION_CHARS: usize = 300;
 /// The result of a search repeated within a turn (it is not run again).
 pub const SAME_SEARCH: &str =
     "You ran this same search a step ago; its results are above. Answer the user now with send_message.";
-
-/// The result of a search repeated within a turn that found nothing the first time.
-pub const SAME_EMPTY_SEARCH: &str = "You ran this same search a step ago and it found nothing. Search the other memory (conversation_search for what was said, archival_memory_search for documents and notes) or other words; if nothing is found, tell the user you do not know.";
 
 /// The heartbeat of a turn's last step: it may only call `send_message`.
 pub const REPLY_NOW: &str = "Step limit of this turn reached: reply to the user now with send_message.";
