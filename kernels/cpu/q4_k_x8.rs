@@ -84,22 +84,26 @@ pub fn best() -> Option<X8Simd> {
     supported().last().copied()
 }
 
-/// Every interleaved body this CPU runs, slowest first (tests check each one).
-pub fn supported() -> Vec<X8Simd> {
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
-            out.push(X8Simd::Avx2);
-            if super::q4_1::simd() == super::q4_1::Simd::Vnni
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                out.push(X8Simd::Avx512Vnni);
+/// Every interleaved body this CPU runs, slowest first (tests check each one). Detected once
+/// per process: every product asks, once per group of eight rows.
+pub fn supported() -> &'static [X8Simd] {
+    static SUPPORTED: std::sync::OnceLock<Vec<X8Simd>> = std::sync::OnceLock::new();
+    SUPPORTED.get_or_init(|| {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
+                out.push(X8Simd::Avx2);
+                if super::q4_1::simd() == super::q4_1::Simd::Vnni
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                {
+                    out.push(X8Simd::Avx512Vnni);
+                }
             }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Whether this CPU runs an interleaved kernel (the weights are worth repacking).
@@ -372,7 +376,7 @@ mod tests {
                 let close = |got: &[f32; 8], want: &[f32; 8]| {
                     got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
                 };
-                for simd in supported() {
+                for &simd in supported() {
                     let four = dot_x8_on(simd, m.group(g), [&ys[0][..], &ys[1], &ys[2], &ys[3]]);
                     let one = dot_x8_on(simd, m.group(g), [&ys[2][..]]);
                     let three = dot_x8_on(simd, m.group(g), [&ys[1][..], &ys[2], &ys[3]]);

@@ -357,7 +357,7 @@ mod tests {
                 let close = |got: &[f32; 8], want: &[f32; 8]| {
                     got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
                 };
-                for simd in super::super::q4_k_x8::supported() {
+                for &simd in super::super::q4_k_x8::supported() {
                     let four = dot_x8_on(simd, m.group(g), [&ys[0][..], &ys[1], &ys[2], &ys[3]]);
                     let one = dot_x8_on(simd, m.group(g), [&ys[2][..]]);
                     let three = dot_x8_on(simd, m.group(g), [&ys[1][..], &ys[2], &ys[3]]);
