@@ -104,7 +104,7 @@ impl Agent<'_> {
     /// room for the summary, one step and an eighth of the window of queue: core memory is
     /// always in the prompt, so its budget follows the window, not only the blocks' character
     /// limits (a 1,024-token window has ~160 tokens for it).
-    fn core_room(&self, added: &str, removed: &str) -> Result<std::result::Result<(), String>> {
+    pub(super) fn core_room(&self, added: &str, removed: &str) -> Result<std::result::Result<(), String>> {
         let count = |s: &str| self.model.tokenizer.encode(s, false).map(|t| t.len());
         let blocks = self.store.blocks(self.record.id)?;
         let now = count(&super::working_context(&blocks, 0, 0))?;
@@ -136,7 +136,7 @@ impl Agent<'_> {
         Ok(o)
     }
 
-    fn handle(&mut self, call: &ToolCall) -> Result<Outcome> {
+    pub(super) fn handle(&mut self, call: &ToolCall) -> Result<Outcome> {
         let a = &call.arguments;
         let id = self.record.id;
         let size = self.page_size;

@@ -13,6 +13,7 @@ threshold and, at the flush threshold, evicts the oldest messages into a new rec
 Decoding goes through a [`StepModel`], so the loop is tested against a scripted stand-in.
 */
 
+mod consolidate;
 mod context;
 mod events;
 mod export;
@@ -21,6 +22,7 @@ mod kv_state;
 mod pressure;
 mod prompts;
 
+pub use consolidate::{chosen, statements, Consolidation, CONSOLIDATED_STATE};
 pub use context::{instructions, working_context, ContextReport, MainContext};
 pub use events::{to_chat, user_message, user_message_at, user_text};
 pub use export::{
@@ -90,6 +92,12 @@ pub trait StepModel {
     }
     /// Free text for a summary request (no grammar).
     fn summarize(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Summarized>;
+    /// Free text for a sleep-time consolidation request (no grammar), or `None` where the model
+    /// does not consolidate (the default: scripted stand-ins that do not script it).
+    fn consolidate(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Option<Summarized>> {
+        let _ = (prompt, max_tokens);
+        Ok(None)
+    }
 }
 
 /// A summary and what it cost.
@@ -110,6 +118,9 @@ pub struct LlmSteps<'m> {
     format: StepFormat,
     pub session: Session<'m>,
     pub sampler: Sampler,
+    /// The session of consolidation passes, made on first use: the main session keeps its
+    /// cached prompt, and this one keeps the passes' shared prefix.
+    side: Option<Session<'m>>,
 }
 
 impl<'m> LlmSteps<'m> {
@@ -128,6 +139,7 @@ impl<'m> LlmSteps<'m> {
             format,
             session: Session::new(model, window)?,
             sampler: Sampler::new(sampling.unwrap_or_else(agent_sampling)),
+            side: None,
         })
     }
 }
@@ -173,6 +185,23 @@ impl StepModel for LlmSteps<'_> {
             tokens_evaluated: g.prompt.evaluated,
             tokens_reused: g.prompt.reused,
         })
+    }
+
+    /// On a session of its own (the `side` field), greedy with a light repetition penalty
+    /// (facts repeat the user's words).
+    fn consolidate(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Option<Summarized>> {
+        let model = self.session.model();
+        if self.side.is_none() {
+            self.side = Some(Session::new(model, self.session.n_ctx())?);
+        }
+        let side = self.side.as_mut().expect("made above");
+        let mut sampler = Sampler::new(SamplerConfig { repeat_penalty: 1.1, ..SamplerConfig::greedy() });
+        let g = side.generate(prompt, &mut sampler, max_tokens, None, |_| Ok(true))?;
+        Ok(Some(Summarized {
+            text: model.tokenizer.decode(&g.tokens, true)?,
+            tokens_evaluated: g.prompt.evaluated,
+            tokens_reused: g.prompt.reused,
+        }))
     }
 }
 
@@ -238,6 +267,9 @@ pub struct TurnResult {
     pub flush_tokens_evaluated: usize,
     pub flush_tokens_reused: usize,
     pub flush_seconds: f64,
+    /// The sleep-time consolidation pass run after the turn, if one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<Consolidation>,
     /// Passages retrieved by archival search during the turn (for citations).
     #[serde(skip)]
     pub retrieved: Vec<Passage>,
@@ -461,7 +493,27 @@ impl<'a> Agent<'a> {
     pub fn turn(&mut self, steps: &mut dyn StepModel, user: &str, obs: &mut dyn Observer) -> Result<TurnResult> {
         self.refresh_if_changed()?;
         self.push(events::user_message(user))?;
-        self.run_steps(steps, obs)
+        let out = self.run_steps(steps, obs)?;
+        self.after_turn(steps, out, obs)
+    }
+
+    /// A finished user turn: the sleep-time consolidation pass, if one is due.
+    fn after_turn(
+        &mut self,
+        steps: &mut dyn StepModel,
+        mut out: TurnResult,
+        obs: &mut dyn Observer,
+    ) -> Result<TurnResult> {
+        out.consolidation = self.consolidate_if_due(steps)?;
+        if let Some(c) = &out.consolidation {
+            for f in &c.saved_core {
+                obs.memory_op(&format!("consolidate -> core memory human: {f}"));
+            }
+            for f in &c.saved_archival {
+                obs.memory_op(&format!("consolidate -> archival memory: {f}"));
+            }
+        }
+        Ok(out)
     }
 
     /// A user message with an explicit time (replayed history, e.g. an evaluation's past
@@ -478,7 +530,7 @@ impl<'a> Agent<'a> {
         self.replay_time = Some(at.timestamp_millis());
         let turn = self.push(events::user_message_at(user, speaker, at)).and_then(|_| self.run_steps(steps, obs));
         self.replay_time = None;
-        turn
+        self.after_turn(steps, turn?, obs)
     }
 
     /// Run steps from the current queue (used by `turn`, `/retry`, `/rethink`, `login`).

@@ -95,22 +95,38 @@ pub const ANSWER_NOW: &str =
 /// The line after a search's results in a turn that answers `question`.
 pub fn answer_from_results(question: &str) -> String {
     // A long message is restated in part: the point is what was asked, not all of it.
-    let question: String = match question.char_indices().nth(QUESTION_CHARS) {
-        Some((cut, _)) => format!("{}...", &question[..cut]),
-        None => question.to_string(),
-    };
-    format!(
-        "(The user's message: {}. If these results answer it, reply with send_message.)",
-        serde_json::to_string(&question).unwrap_or_default()
-    )
+    format!("(The user's message: {}. If these results answer it, reply with send_message.)", quoted(question))
 }
 
 /// Characters of the user's message restated by [`answer_from_results`].
 const QUESTION_CHARS: usize = 300;
 
-/// The result of a search repeated within a turn (it is not run again).
+/// The result of a search repeated within a turn (it is not run again). It does not restate
+/// the user's message: with it, Qwen2.5-1.5B echoed the question as its answer in 2 of 2
+/// repeated searches (six facts, session 16).
 pub const SAME_SEARCH: &str =
     "You ran this same search a step ago; its results are above. Answer the user now with send_message.";
 
+/// A user's message quoted for restating, cut to [`QUESTION_CHARS`] characters.
+fn quoted(question: &str) -> String {
+    let question: String = match question.char_indices().nth(QUESTION_CHARS) {
+        Some((cut, _)) => format!("{}...", &question[..cut]),
+        None => question.to_string(),
+    };
+    serde_json::to_string(&question).unwrap_or_default()
+}
+
 /// The heartbeat of a turn's last step: it may only call `send_message`.
 pub const REPLY_NOW: &str = "Step limit of this turn reached: reply to the user now with send_message.";
+
+/// The system message of a sleep-time consolidation pass (`consolidate`).
+pub const CONSOLIDATE_SYSTEM: &str = "You keep the notes an assistant holds about its user.";
+
+/// The request of a consolidation pass: the user's `sentences` since the last pass, numbered.
+pub fn consolidate_request(sentences: &[String]) -> String {
+    let list: Vec<String> = sentences.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
+    format!(
+        "The user's sentences:\n{}\n\nWhich of these sentences tell something about the user's life worth remembering: their name, home, work, family, pets, hobbies, tastes or plans? Not greetings, questions, moods or the weather. Reply with the numbers of those sentences, separated by commas, or NONE.",
+        list.join("\n")
+    )
+}

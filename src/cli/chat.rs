@@ -14,6 +14,32 @@ use pagemind::store::{ModelStore, Source};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Agent settings a command may change (saved with the agent).
+#[derive(Args, Debug, Default, Clone)]
+pub struct AgentSettings {
+    /// Steps chained per turn, at most.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Tool rule: a turn that answers a user message opens with a search of memory (recall or
+    /// archival) before any reply (default true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub memory_first: Option<bool>,
+    /// Sleep-time consolidation: after every N user turns, a pass saves the lasting facts the
+    /// user stated into core memory (default 1; 0 = never).
+    #[arg(long, value_name = "N")]
+    pub consolidate_every: Option<usize>,
+}
+
+impl AgentSettings {
+    /// Apply the settings given to `c`; whether anything was given.
+    fn apply(&self, c: &mut pagemind::memory::AgentConfig) -> bool {
+        c.max_steps = self.max_steps.unwrap_or(c.max_steps);
+        c.memory_first = self.memory_first.unwrap_or(c.memory_first);
+        c.consolidate_every = self.consolidate_every.unwrap_or(c.consolidate_every);
+        self.max_steps.is_some() || self.memory_first.is_some() || self.consolidate_every.is_some()
+    }
+}
+
 /// Default agent name for `pagemind chat`.
 pub const DEFAULT_AGENT: &str = "sam";
 
@@ -28,13 +54,8 @@ pub struct ChatArgs {
     /// Context window in tokens (default: the agent's, else 2048).
     #[arg(long)]
     pub context_window: Option<usize>,
-    /// Steps chained per turn, at most.
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Tool rule (saved with the agent): a turn that answers a user message opens with a
-    /// search of memory (recall or archival) before any reply (default true).
-    #[arg(long, action = clap::ArgAction::Set)]
-    pub memory_first: Option<bool>,
+    #[command(flatten)]
+    pub settings: AgentSettings,
     /// Neither restore the agent's saved KV state nor save it (every process starts cold).
     #[arg(long)]
     pub no_saved_kv: bool,
@@ -72,17 +93,11 @@ pub struct Loaded {
 
 /// Open the store, create the agent if missing, and load its models.
 pub fn load(g: &Global, a: &ChatArgs) -> Result<Loaded> {
-    load_agent(g, &a.agent, a.model.as_deref(), a.max_steps, a.memory_first)
+    load_agent(g, &a.agent, a.model.as_deref(), &a.settings)
 }
 
 /// [`load`] from its parts (`pagemind mcp` takes only the agent and the model).
-pub fn load_agent(
-    g: &Global,
-    agent: &str,
-    model: Option<&str>,
-    max_steps: Option<usize>,
-    memory_first: Option<bool>,
-) -> Result<Loaded> {
+pub fn load_agent(g: &Global, agent: &str, model: Option<&str>, settings: &AgentSettings) -> Result<Loaded> {
     let models = g.models();
     let store = open_store(g)?;
     if !store.has_agent(agent)? {
@@ -91,9 +106,7 @@ pub fn load_agent(
         eprintln!("created agent '{agent}' (model {chat})");
     }
     let mut rec = store.agent(agent)?;
-    if max_steps.is_some() || memory_first.is_some() {
-        rec.config.max_steps = max_steps.unwrap_or(rec.config.max_steps);
-        rec.config.memory_first = memory_first.unwrap_or(rec.config.memory_first);
+    if settings.apply(&mut rec.config) {
         store.update_agent(&rec)?;
     }
     let chat = model.map(String::from).unwrap_or(rec.chat_model.clone());
@@ -218,6 +231,7 @@ pub fn ask(g: &Global, a: AskArgs) -> Result<()> {
             "flush_seconds": r.flush_seconds,
             "kv_restore": kv.as_ref().map(|(_, t)| t),
             "kv_save": saved,
+            "consolidation": r.consolidation,
         }});
         println!("{turn}");
     } else {

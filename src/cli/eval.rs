@@ -74,6 +74,10 @@ pub struct EvalArgs {
     /// The agent's tool rule: a user turn opens with a memory search (false: any function).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub memory_first: bool,
+    /// conversation with `--replay live`: sleep-time consolidation after every N replayed turns
+    /// (0 = never). Questions never consolidate (their turns are undone).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub consolidate_every: usize,
     /// Print the summary as JSON instead of the Markdown table.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +142,7 @@ pub fn run(g: &Global, a: EvalArgs) -> Result<()> {
         levels: a.levels,
         max_steps: a.max_steps.max(2),
         memory_first: a.memory_first,
+        consolidate_every: a.consolidate_every,
         progress,
     };
     let mut rec = Recorder::open(&a.out, task.name(), a.resume)?;

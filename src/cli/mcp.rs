@@ -17,7 +17,7 @@ pub struct McpArgs {
 }
 
 pub fn run(g: &Global, a: McpArgs) -> Result<()> {
-    let l = load_agent(g, &a.agent, a.model.as_deref(), None, None)?;
+    let l = load_agent(g, &a.agent, a.model.as_deref(), &Default::default())?;
     eprintln!("pagemind mcp: agent '{}' on stdio", a.agent);
     pagemind::serve::mcp::run(l.store, l.model, Some(l.embedder), &a.agent)?;
     Ok(())

@@ -210,7 +210,7 @@ fn replay(o: &Options, store: &MemoryStore, steps: &mut LlmSteps, sample: &Sampl
         "Recall memory holds past chat sessions between {} and {}; questions about them are answered from there.",
         sample.speaker_a, sample.speaker_b
     );
-    let rec = super::new_agent(o, store, &name, &human, |_| {})?;
+    let rec = super::new_agent(o, store, &name, &human, |c| c.consolidate_every = o.consolidate_every)?;
     let mut ids = HashMap::new();
     match o.replay {
         Replay::Store => {
@@ -454,6 +454,8 @@ fn ask_agent(
     let summary = store.summary(aid)?;
     let result = (|| {
         let mut agent = Agent::open(store, o.model, Some(o.embedder), &name, Some(o.window))?;
+        // The question is undone below, so a consolidation pass after it would be lost work.
+        agent.record.config.consolidate_every = 0;
         agent.turn(steps, input, &mut Quiet)
     })();
     // Undo the question whatever happened: its messages, core-memory edits, inserts, flushes.

@@ -100,6 +100,8 @@ pub struct Options<'m> {
     pub max_steps: usize,
     /// The agent's memory-first tool rule.
     pub memory_first: bool,
+    /// The agent's sleep-time consolidation (user turns between passes; 0 = never).
+    pub consolidate_every: usize,
     pub progress: bool,
 }
 
@@ -202,6 +204,9 @@ pub fn new_agent(
     a.config.context_window = o.window;
     a.config.max_steps = o.max_steps;
     a.config.memory_first = o.memory_first;
+    // Questions are undone after each item, so consolidating after them is lost work; a task
+    // that replays a conversation turns it back on for the replay.
+    a.config.consolidate_every = 0;
     configure(&mut a.config);
     store.update_agent(&a)?;
     Ok(a)

@@ -217,6 +217,19 @@ impl MemoryStore {
         Ok(out)
     }
 
+    /// The messages of `agent` whose id is above `after`, oldest first (a range read: its cost
+    /// does not grow with older history).
+    pub fn messages_after(&self, agent: u64, after: u64) -> Result<Vec<Message>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(MESSAGES)?;
+        let mut out = vec![];
+        for row in t.range((agent, after.saturating_add(1))..=(agent, u64::MAX))? {
+            let (_, v) = row?;
+            out.push(v.value().decode(MESSAGES.name())?);
+        }
+        Ok(out)
+    }
+
     /// Every message, oldest first.
     pub fn messages(&self, agent: u64) -> Result<Vec<Message>> {
         self.messages_where(agent, |_| true)

@@ -35,6 +35,14 @@ pub struct AgentConfig {
     /// or `archival_memory_search`) before anything else.
     #[serde(default = "default_memory_first")]
     pub memory_first: bool,
+    /// Sleep-time consolidation: after every this many user turns, a pass saves the lasting
+    /// facts the user stated into core memory (0 = never).
+    #[serde(default = "default_consolidate_every")]
+    pub consolidate_every: usize,
+}
+
+fn default_consolidate_every() -> usize {
+    1
 }
 
 fn default_memory_first() -> bool {
@@ -69,6 +77,7 @@ impl Default for AgentConfig {
             search_first: false,
             max_searches: default_searches(),
             memory_first: default_memory_first(),
+            consolidate_every: default_consolidate_every(),
         }
     }
 }

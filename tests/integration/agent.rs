@@ -4,7 +4,7 @@
 //! ([`util::tiny_embedder`]), so no model file is needed.
 
 use crate::util;
-use pagemind::agent::{Agent, Observer, StepModel, Summarized};
+use pagemind::agent::{Agent, Observer, Quiet, StepModel, Summarized};
 use pagemind::grammar::{StepFormat, StepStats, ToolCall};
 use pagemind::memory::{MemoryStore, MessageRole};
 use pagemind::runtime::ChatModel;
@@ -21,6 +21,10 @@ struct Script {
     summaries: usize,
     /// The tool each step was restricted to, if any.
     restricted: Vec<Option<String>>,
+    /// Replies to consolidation passes (none scripted: the model does not consolidate), and
+    /// the prompts of the passes run.
+    notes: VecDeque<String>,
+    consolidate_prompts: Vec<Vec<u32>>,
 }
 
 fn call(f: &str, args: Value) -> ToolCall {
@@ -55,6 +59,11 @@ impl StepModel for Script {
     fn summarize(&mut self, _: &[u32], _: usize) -> Result<Summarized> {
         self.summaries += 1;
         Ok(Summarized { text: format!("summary number {}", self.summaries), ..Default::default() })
+    }
+    fn consolidate(&mut self, prompt: &[u32], _: usize) -> Result<Option<Summarized>> {
+        let Some(text) = self.notes.pop_front() else { return Ok(None) };
+        self.consolidate_prompts.push(prompt.to_vec());
+        Ok(Some(Summarized { text, ..Default::default() }))
     }
 }
 
@@ -568,4 +577,79 @@ fn a_search_of_an_empty_archive_points_to_the_conversation() {
     sc.calls.push_back(say("ok"));
     let r = a.turn(&mut sc, "Remember: I am a nurse.", &mut Collect(vec![])).unwrap();
     assert!(r.steps[1].result.contains("Ana is a nurse"), "{}", r.steps[1].result);
+}
+
+#[test]
+fn after_a_turn_consolidation_saves_the_statements_the_model_chooses_once() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(say("Nice, Lisbon is lovely!"));
+    // The pass sees the statements numbered (not the question); numbers out of range are ignored.
+    sc.notes.push_back("2, 7".into());
+    let mut obs = Collect(vec![]);
+    let r = a.turn(&mut sc, "Guess what? It rained. I live in Lisbon now.", &mut obs).unwrap();
+    let c = r.consolidation.expect("a pass after the turn");
+    assert_eq!((c.messages, c.sentences), (1, 2));
+    assert_eq!(c.saved_core, ["The user said: I live in Lisbon now."]);
+    assert_eq!(s.block(a.record.id, "human").unwrap().value, "Name: Ana\nThe user said: I live in Lisbon now.");
+    assert!(obs.0.contains(&"consolidate -> core memory human: The user said: I live in Lisbon now.".to_string()));
+    // The pass read what the user said, not the agent's own reply.
+    let pass = decoded(model(), &sc.consolidate_prompts[0]);
+    assert!(pass.contains("1. It rained.\n2. I live in Lisbon now."), "{pass}");
+    assert!(!pass.contains("Guess what") && !pass.contains("Lisbon is lovely"), "{pass}");
+    // The next turn shows the fact in core memory; its pass reads only the new message, and a
+    // question alone needs no model call.
+    sc.calls.push_back(say("ok"));
+    let r = a.turn(&mut sc, "What is new?", &mut Quiet).unwrap();
+    assert!(decoded(model(), &sc.prompts[1]).contains("The user said: I live in Lisbon now."));
+    let c = r.consolidation.unwrap();
+    assert_eq!((c.messages, c.sentences, sc.consolidate_prompts.len()), (1, 0, 1));
+    // A statement the block holds already is not saved twice; a replayed speaker is named.
+    sc.notes.push_back("1, 2".into());
+    let at = chrono::Utc::now();
+    let r = a.turn_at(&mut sc, "I live in Lisbon now. I play chess.", Some("Ana"), at, &mut Quiet).unwrap();
+    assert_eq!(r.consolidation.unwrap().saved_core, ["Ana said: I live in Lisbon now.", "Ana said: I play chess."]);
+    sc.notes.push_back("1".into());
+    let r = a.turn_at(&mut sc, "I play chess.", Some("Ana"), at, &mut Quiet).unwrap();
+    assert!(r.consolidation.unwrap().saved_core.is_empty());
+}
+
+#[test]
+fn consolidation_runs_every_n_turns_and_not_at_all_when_off() {
+    let (_d, s) = setup();
+    configure(&s, |c| c.consolidate_every = 2);
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.notes.push_back("1".into());
+    assert!(a.turn(&mut sc, "I play the violin", &mut Quiet).unwrap().consolidation.is_none());
+    let c = a.turn(&mut sc, "and the piano", &mut Quiet).unwrap().consolidation.unwrap();
+    assert_eq!((c.messages, c.sentences), (2, 2));
+    assert_eq!(c.saved_core, ["The user said: I play the violin"]);
+    configure(&s, |c| c.consolidate_every = 0);
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    sc.notes.push_back("1".into());
+    assert!(a.turn(&mut sc, "I play the drums", &mut Quiet).unwrap().consolidation.is_none());
+    assert_eq!(sc.notes.len(), 1, "no pass ran");
+}
+
+#[test]
+fn a_fact_replaces_the_placeholder_and_goes_to_archival_memory_when_core_memory_is_full() {
+    let (_d, s) = setup();
+    let id = s.agent("bot").unwrap().id;
+    s.set_block(id, "human", pagemind::memory::DEFAULT_HUMAN, 60).unwrap();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.notes.push_back("1".into());
+    a.turn(&mut sc, "I'm Ana and I live in Lisbon.", &mut Quiet).unwrap();
+    assert_eq!(s.block(id, "human").unwrap().value, "The user said: I'm Ana and I live in Lisbon.");
+    // The block (60 characters) has no room for this one: archival memory takes it.
+    sc.notes.push_back("1".into());
+    let c = a.turn(&mut sc, "I work as a marine biologist.", &mut Quiet).unwrap();
+    let c = c.consolidation.unwrap();
+    assert!(c.saved_core.is_empty());
+    assert_eq!(c.saved_archival, ["The user said: I work as a marine biologist."]);
+    let passages = s.passages_where(id, |_| true).unwrap();
+    assert_eq!(passages.len(), 1);
+    assert_eq!(passages[0].text, "The user said: I work as a marine biologist.");
 }
