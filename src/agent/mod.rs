@@ -187,8 +187,7 @@ impl StepModel for LlmSteps<'_> {
         })
     }
 
-    /// On a session of its own (the `side` field), greedy with a light repetition penalty
-    /// (facts repeat the user's words).
+    /// On a session of its own (the `side` field), greedy with a light repetition penalty.
     fn consolidate(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Option<Summarized>> {
         let model = self.session.model();
         if self.side.is_none() {

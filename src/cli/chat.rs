@@ -24,8 +24,8 @@ pub struct AgentSettings {
     /// archival) before any reply (default true).
     #[arg(long, action = clap::ArgAction::Set)]
     pub memory_first: Option<bool>,
-    /// Sleep-time consolidation: after every N user turns, a pass saves the lasting facts the
-    /// user stated into core memory (default 1; 0 = never).
+    /// Sleep-time consolidation: after every N user turns, a pass saves the user's statements
+    /// that the model judges lasting into core memory, verbatim (default 1; 0 = never).
     #[arg(long, value_name = "N")]
     pub consolidate_every: Option<usize>,
 }

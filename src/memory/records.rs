@@ -35,8 +35,8 @@ pub struct AgentConfig {
     /// or `archival_memory_search`) before anything else.
     #[serde(default = "default_memory_first")]
     pub memory_first: bool,
-    /// Sleep-time consolidation: after every this many user turns, a pass saves the lasting
-    /// facts the user stated into core memory (0 = never).
+    /// Sleep-time consolidation: after every this many user turns, a pass saves the user's
+    /// statements that the model judges lasting into core memory (0 = never).
     #[serde(default = "default_consolidate_every")]
     pub consolidate_every: usize,
 }
