@@ -13,7 +13,10 @@ words, attributed ("Priya said: I live in Lisbon, near the river."), so nothing 
 cut to a fragment: Qwen2.5-1.5B asked to write the facts itself kept "Near the river." and
 "Biscuit." of six facts (session 16), and later answered "I live in [near the river]". Saved
 sentences are appended to the `human` block (in place of its "nothing known" placeholder), or
-inserted into archival memory when core memory has no room left in the window. The request runs
+inserted into archival memory when core memory has no room left in the window. They appear in
+the prompt at the next refresh of the working context (a flush, or the agent's own edit of core
+memory): until then the messages they come from are in view, and the prompt's prefix, with the
+KV cache saved for it, stays valid. The request runs
 on the model's second session ([`super::StepModel::consolidate`]), so the main session's cached
 prompt is not disturbed.
 
@@ -110,15 +113,31 @@ impl Agent<'_> {
             let Some(done) = steps.consolidate(&prompt, CONSOLIDATE_TOKENS)? else { return Ok(None) };
             out.tokens_evaluated = done.tokens_evaluated;
             out.tokens_reused = done.tokens_reused;
+            let shown = self.store.blocks(id)? == self.working_blocks;
             for i in chosen(&done.text, sentences.len()).into_iter().take(MAX_FACTS) {
                 let (who, sentence) = &sentences[i];
                 let fact = format!("{} said: {sentence}", who.as_deref().unwrap_or("The user"));
                 self.save_fact(&fact, &mut out)?;
             }
+            if shown && !out.saved_core.is_empty() {
+                self.defer_display()?;
+            }
         }
         self.store.set_state(id, CONSOLIDATED_STATE, &json!(last))?;
         out.seconds = t0.elapsed().as_secs_f64();
         Ok(Some(out))
+    }
+
+    /// Keep showing the working context as it was: the facts just saved come from messages
+    /// still in the queue, so they appear in core memory at the next refresh (a flush, which
+    /// evicts messages, or the agent's own core-memory edit) instead of changing the prompt's
+    /// prefix now, which would cost a re-evaluation of everything after it at the next step and
+    /// in the next process (whose saved KV state covers the old prefix).
+    fn defer_display(&mut self) -> Result<()> {
+        let id = self.record.id;
+        self.working_blocks = self.store.blocks(id)?;
+        let saved = json!({"blocks": self.working_blocks, "text": self.working});
+        self.store.set_state(id, super::WORKING_STATE, &saved)
     }
 
     /// Append `fact` to the human block (replacing the block's "nothing known" placeholder;

@@ -259,6 +259,9 @@ fn replay(o: &Options, store: &MemoryStore, steps: &mut LlmSteps, sample: &Sampl
             // recall storage), the recursive summary stays at its head.
             let queue = store.context_messages(rec.id)?;
             store.flush_queue(rec.id, &store.summary(rec.id)?, &queue)?;
+            // As after any flush, core memory is shown as it now stands (with what consolidation
+            // saved from the messages just moved out of view).
+            agent.refresh_working_context()?;
         }
     }
     let map: serde_json::Map<String, Value> = ids.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();

@@ -598,11 +598,11 @@ fn after_a_turn_consolidation_saves_the_statements_the_model_chooses_once() {
     let pass = decoded(model(), &sc.consolidate_prompts[0]);
     assert!(pass.contains("1. It rained.\n2. I live in Lisbon now."), "{pass}");
     assert!(!pass.contains("Guess what") && !pass.contains("Lisbon is lovely"), "{pass}");
-    // The next turn shows the fact in core memory; its pass reads only the new message, and a
-    // question alone needs no model call.
+    // The next turn's prompt keeps its prefix (the message is still in view); its pass reads
+    // only the new message, and a question alone needs no model call.
     sc.calls.push_back(say("ok"));
     let r = a.turn(&mut sc, "What is new?", &mut Quiet).unwrap();
-    assert!(decoded(model(), &sc.prompts[1]).contains("The user said: I live in Lisbon now."));
+    assert!(!decoded(model(), &sc.prompts[1]).contains("The user said:"));
     let c = r.consolidation.unwrap();
     assert_eq!((c.messages, c.sentences, sc.consolidate_prompts.len()), (1, 0, 1));
     // A statement the block holds already is not saved twice; a replayed speaker is named.
@@ -613,6 +613,11 @@ fn after_a_turn_consolidation_saves_the_statements_the_model_chooses_once() {
     sc.notes.push_back("1".into());
     let r = a.turn_at(&mut sc, "I play chess.", Some("Ana"), at, &mut Quiet).unwrap();
     assert!(r.consolidation.unwrap().saved_core.is_empty());
+    // A new process shows the same prefix; a flush (the messages leave the queue) shows the facts.
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    assert!(!a.working_text().contains("said:"), "{}", a.working_text());
+    a.flush(&mut sc).unwrap();
+    assert!(a.working_text().contains("The user said: I live in Lisbon now.\nAna said: I live in Lisbon now."));
 }
 
 #[test]
