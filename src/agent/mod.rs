@@ -15,6 +15,7 @@ Decoding goes through a [`StepModel`], so the loop is tested against a scripted 
 
 mod consolidate;
 mod context;
+mod echo;
 mod events;
 mod export;
 mod handlers;
@@ -550,12 +551,21 @@ impl<'a> Agent<'a> {
         // Tool rule: a turn that answers a user message opens with a search of memory (recall or
         // archival), unless the agent is configured otherwise. Searches only: a forced write
         // made a small model save invented facts ("Pizza is my favourite food") when it had
-        // nothing to save.
-        let memory_rule: Vec<&str> =
-            self.tools.iter().map(|t| t.name).filter(|n| Builtin::of(n).is_some_and(Builtin::is_search)).collect();
+        // nothing to save. An empty archive is not one of them: searching it finds nothing, and
+        // after that empty result Qwen2.5-1.5B replied "I don't know" with the fact in core
+        // memory (six facts, session 16).
+        let archive = self.store.has_passages(self.record.id)?;
+        let memory_rule: Vec<&str> = self
+            .tools
+            .iter()
+            .map(|t| t.name)
+            .filter(|n| Builtin::of(n).is_some_and(Builtin::is_search))
+            .filter(|n| archive || *n != Builtin::ArchivalMemorySearch.name())
+            .collect();
         let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;
+        let mut echo_refused = false;
         let mut i = 0;
         while i < max {
             self.manage_pressure(steps, &mut out, i == 0)?;
@@ -624,9 +634,18 @@ impl<'a> Agent<'a> {
             // window Qwen2.5-1.5B repeated the same search in 3 of 6 questions). It answers next.
             let repeated = Builtin::of(&call.function).is_some_and(Builtin::is_search)
                 && out.steps.iter().any(|s| s.function == call.function && s.arguments == call.arguments);
+            let echo = call.function == SEND_MESSAGE
+                && !echo_refused
+                && i + 1 < max
+                && question
+                    .as_deref()
+                    .is_some_and(|q| echo::echoes(call.arguments["message"].as_str().unwrap_or(""), q));
             let outcome = if repeated {
                 answer_forced = true;
                 Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))
+            } else if echo {
+                (answer_forced, echo_refused) = (true, true);
+                Outcome::new(Err(prompts::ECHOED.to_string()), format!("{SEND_MESSAGE} -> refused: repeats the user"))
             } else {
                 self.run_tool(&call, question.as_deref())?
             };

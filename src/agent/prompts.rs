@@ -107,6 +107,9 @@ const QUESTION_CHARS: usize = 300;
 pub const SAME_SEARCH: &str =
     "You ran this same search a step ago; its results are above. Answer the user now with send_message.";
 
+/// The result of a `send_message` that only repeated the user's words (see `echo`).
+pub const ECHOED: &str = "Not sent: that message repeats the user's own words back to them. Send your own reply: what you know or found that answers them.";
+
 /// A user's message quoted for restating, cut to [`QUESTION_CHARS`] characters.
 fn quoted(question: &str) -> String {
     let question: String = match question.char_indices().nth(QUESTION_CHARS) {

@@ -328,10 +328,11 @@ fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     let mut a2 = Agent::open(&s2, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc2 = Script::default();
     a2.turn(&mut sc2, "hi", &mut Collect(vec![])).unwrap();
-    assert_eq!(sc2.restricted, [Some(MEMORY_RULE.to_string())], "only the memory-first rule");
+    assert_eq!(sc2.restricted, [Some("conversation_search".to_string())], "only the memory-first rule");
 }
 
-/// The tools the memory-first rule allows (the two searches, in the tool list's order).
+/// The tools the memory-first rule allows when archival memory holds something (the two
+/// searches, in the tool list's order); an empty archive leaves only `conversation_search`.
 const MEMORY_RULE: &str = "archival_memory_search,conversation_search";
 
 #[test]
@@ -343,12 +344,22 @@ fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
     sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Lives in Porto"})));
     sc.calls.push_back(say("Porto is lovely."));
     let r = a.turn(&mut sc, "I moved to Porto.", &mut Collect(vec![])).unwrap();
-    assert_eq!(sc.restricted, [Some(MEMORY_RULE.to_string()), None, None], "restricted first step, then free");
+    assert_eq!(
+        sc.restricted,
+        [Some("conversation_search".to_string()), None, None],
+        "restricted first step, then free"
+    );
     assert_eq!(r.messages, ["Porto is lovely."]);
     // The greeting at login answers no user message: no rule.
     let mut sc = Script::default();
     a.login_and_greet(&mut sc, &mut Collect(vec![])).unwrap();
     assert_eq!(sc.restricted, [None]);
+    // Once archival memory holds something, it may be searched first too.
+    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana moved to Porto in May."})));
+    a.turn(&mut sc, "Remember that I moved in May.", &mut Collect(vec![])).unwrap();
+    let mut sc = Script::default();
+    a.turn(&mut sc, "When did I move?", &mut Collect(vec![])).unwrap();
+    assert_eq!(sc.restricted[0], Some(MEMORY_RULE.to_string()));
     // Switched off, the first step is free.
     configure(&s, |c| c.memory_first = false);
     let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
@@ -657,4 +668,33 @@ fn a_fact_replaces_the_placeholder_and_goes_to_archival_memory_when_core_memory_
     let passages = s.passages_where(id, |_| true).unwrap();
     assert_eq!(passages.len(), 1);
     assert_eq!(passages[0].text, "The user said: I work as a marine biologist.");
+}
+
+#[test]
+fn a_reply_that_repeats_the_users_words_is_refused_once_and_the_answer_follows() {
+    let (_d, s) = setup();
+    configure(&s, |c| c.memory_first = false);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    let q = "What is my cat's name? Answer in a short phrase.";
+    sc.calls.extend([say("what is my cat's name"), say("Biscuit.")]);
+    let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
+    assert_eq!(r.messages, ["Biscuit."]);
+    assert_eq!(r.steps[0].status, "Failed");
+    assert!(r.steps[0].result.contains("repeats the user's own words"), "{}", r.steps[0].result);
+    assert_eq!(sc.restricted, [None, Some("send_message".to_string())], "the answer comes next");
+    // A second echo in the same turn is sent: the guard never leaves a turn without a message.
+    sc.calls.extend([say(q), say(q)]);
+    let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
+    assert_eq!((r.messages.as_slice(), r.steps.len()), ([q.to_string()].as_slice(), 2));
+    // Nor does it on the turn's last allowed step, and a reply that answers is never refused.
+    configure(&s, |c| c.max_steps = 1);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    sc.calls.push_back(say(q));
+    assert_eq!(a.turn(&mut sc, q, &mut Quiet).unwrap().messages, [q]);
+    configure(&s, |c| c.max_steps = 4);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    sc.calls.push_back(say("Your cat's name is Biscuit."));
+    let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
+    assert_eq!((r.messages.as_slice(), r.steps.len()), (["Your cat's name is Biscuit.".to_string()].as_slice(), 1));
 }
