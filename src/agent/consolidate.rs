@@ -134,10 +134,8 @@ impl Agent<'_> {
     /// prefix now, which would cost a re-evaluation of everything after it at the next step and
     /// in the next process (whose saved KV state covers the old prefix).
     fn defer_display(&mut self) -> Result<()> {
-        let id = self.record.id;
-        self.working_blocks = self.store.blocks(id)?;
-        let saved = json!({"blocks": self.working_blocks, "text": self.working});
-        self.store.set_state(id, super::WORKING_STATE, &saved)
+        self.working_blocks = self.store.blocks(self.record.id)?;
+        super::save_working(self.store, self.record.id, &self.working_blocks, &self.working)
     }
 
     /// Append `fact` to the human block (replacing the block's "nothing known" placeholder;

@@ -370,7 +370,7 @@ impl<'a> Agent<'a> {
         let id = self.record.id;
         let blocks = self.store.blocks(id)?;
         let text = working_context(&blocks, self.store.message_count(id)?, self.store.passage_count(id)?);
-        self.store.set_state(id, WORKING_STATE, &serde_json::json!({"blocks": blocks, "text": text}))?;
+        save_working(self.store, id, &blocks, &text)?;
         self.set_working(blocks, text)
     }
 
@@ -750,6 +750,12 @@ impl Agent<'_> {
         let keep = self.model.tokenizer.decode(&tokens[..room.saturating_sub(4)], false)?;
         Ok(format!("{} [truncated]", keep.trim_end_matches(' ')))
     }
+}
+
+/// The working context as shown (`text`) and the blocks it was rendered from, saved so the
+/// next process renders the same prompt prefix (read back by `load_working_context`).
+fn save_working(store: &MemoryStore, id: u64, blocks: &[crate::memory::Block], text: &str) -> Result<()> {
+    store.set_state(id, WORKING_STATE, &serde_json::json!({"blocks": blocks, "text": text}))
 }
 
 /// `text` cut to `limit` characters, marked when cut.
