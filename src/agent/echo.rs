@@ -6,9 +6,14 @@ Answer in a short phrase." to that question after a search had found the cat's n
 session 16), and during a replay it said the user's statements as its own ("I'm learning to play
 the violin."), which recall storage then keeps as the agent's words. So a `send_message` whose
 words, at least [`MIN_WORDS`] of them, run inside the user's message of this turn in the same
-order is refused once per turn with [`super::prompts::ECHOED`], and the next step may only answer.
+order, and make up a whole sentence of it or at least half of its words, is refused once per turn with [`super::prompts::ECHOED`], and the next step may only answer.
 A second echo is sent (the guard never makes a turn end without a message), and so is one on the
 turn's last allowed step.
+
+A shorter run is an answer, not an echo: the option picked from a question that offers some
+("Select the correct answer: (a) a rainbow sidewalk (b) Not mentioned in the conversation.", or
+"the red one or the blue one?"). Without that rule the guard refused 13 replies in LoCoMo's
+first 60 questions (session 17), most of them options picked from such questions.
 */
 
 /// Replies shorter than this (in words) are never echoes: "Hello!", "Lisbon.", "Yes, Biscuit."
@@ -19,11 +24,12 @@ fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
-/// Whether `reply` is a run of `user`'s words (case and punctuation aside) of at least
-/// [`MIN_WORDS`] words.
+/// Whether `reply` repeats `user` (case and punctuation aside): a run of at least [`MIN_WORDS`]
+/// of its words that is one of its sentences or at least half of all its words.
 pub fn echoes(reply: &str, user: &str) -> bool {
     let (r, u) = (words(reply), words(user));
-    r.len() >= MIN_WORDS && r.len() <= u.len() && u.windows(r.len()).any(|w| w == r.as_slice())
+    let run = r.len() >= MIN_WORDS && r.len() <= u.len() && u.windows(r.len()).any(|w| w == r.as_slice());
+    run && (2 * r.len() >= u.len() || user.split(['.', '!', '?', '\n']).any(|s| words(s) == r))
 }
 
 #[cfg(test)]
@@ -43,5 +49,18 @@ mod tests {
         assert!(!echoes("name my cat is what", q));
         assert!(!echoes("I live in Lisbon, near the river.", "I live in Lisbon."));
         assert!(!echoes("anything at all", ""));
+    }
+
+    #[test]
+    fn an_option_picked_from_the_question_is_an_answer_but_a_whole_sentence_is_an_echo() {
+        let q = "What did she find on her walk? Select the correct answer: (a) Not mentioned in the \
+                 conversation (b) a rainbow sidewalk.";
+        assert!(!echoes("a rainbow sidewalk.", q));
+        assert!(!echoes("Not mentioned in the conversation.", q));
+        assert!(!echoes("The blue one.", "Did I buy the red one or the blue one in the end?"));
+        // A whole sentence is an echo however long the message; so is most of a short one.
+        assert!(echoes("What did she find on her walk?", q));
+        assert!(echoes("I moved to Porto", "Hi! I moved to Porto. It rains a lot here, and the food is great."));
+        assert!(echoes("the red one or the blue one", "Did I buy the red one or the blue one?"));
     }
 }

@@ -95,8 +95,14 @@ fn who(m: &crate::memory::Message) -> String {
 /// One recall hit: its time, who said it, and what was said. (Showing the messages around
 /// each hit as a small dialogue was tried: Qwen2.5-1.5B then answered "I'll save this for
 /// later" instead of using the results, F1 0.128 vs 0.151 on 12 LoCoMo questions.)
+/// Relative times in what was said get the date they mean (`when`).
 fn recall_line(n: usize, m: &crate::memory::Message) -> String {
-    format!("{n}. [{}] {}: {}", fmt_time(m.created_at), who(m), m.conversation_text().unwrap_or_default())
+    let text = m.conversation_text().unwrap_or_default();
+    let text = match chrono::DateTime::from_timestamp_millis(m.created_at) {
+        Some(t) if m.created_at > 0 => super::when::annotate(&text, t.date_naive()),
+        _ => text,
+    };
+    format!("{n}. [{}] {}: {text}", fmt_time(m.created_at), who(m))
 }
 
 impl Agent<'_> {

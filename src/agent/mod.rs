@@ -22,6 +22,7 @@ mod handlers;
 mod kv_state;
 mod pressure;
 mod prompts;
+mod when;
 
 pub use consolidate::{chosen, statements, Consolidation, CONSOLIDATED_STATE};
 pub use context::{instructions, working_context, ContextReport, MainContext};
@@ -625,7 +626,13 @@ impl<'a> Agent<'a> {
             if cancelled {
                 return Err(Error::Cancelled);
             }
-            self.push(Message::new(MessageRole::Assistant, text))?;
+            let echo = call.function == SEND_MESSAGE
+                && !echo_refused
+                && i + 1 < max
+                && question
+                    .as_deref()
+                    .is_some_and(|q| echo::echoes(call.arguments["message"].as_str().unwrap_or(""), q));
+            self.push(Message { unsent: echo, ..Message::new(MessageRole::Assistant, text) })?;
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }
@@ -634,12 +641,6 @@ impl<'a> Agent<'a> {
             // window Qwen2.5-1.5B repeated the same search in 3 of 6 questions). It answers next.
             let repeated = Builtin::of(&call.function).is_some_and(Builtin::is_search)
                 && out.steps.iter().any(|s| s.function == call.function && s.arguments == call.arguments);
-            let echo = call.function == SEND_MESSAGE
-                && !echo_refused
-                && i + 1 < max
-                && question
-                    .as_deref()
-                    .is_some_and(|q| echo::echoes(call.arguments["message"].as_str().unwrap_or(""), q));
             let outcome = if repeated {
                 answer_forced = true;
                 Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))

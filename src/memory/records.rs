@@ -152,6 +152,11 @@ pub struct Message {
     pub counted_by: u32,
     /// Whether it is in the FIFO queue of main context (else only in recall storage).
     pub in_context: bool,
+    /// For a `send_message` step the loop refused (an echo of the user's words): the step
+    /// stays in the queue as the model wrote it, but the user never saw it, so it is not part
+    /// of the conversation and recall search never finds it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsent: bool,
 }
 
 impl Message {
@@ -166,6 +171,7 @@ impl Message {
             tokens: 0,
             counted_by: 0,
             in_context: true,
+            unsent: false,
         }
     }
 
@@ -190,8 +196,9 @@ impl Message {
 
     /// What was said, if this message is part of the conversation: a user's words (the
     /// `message` of a `user_message` event, or plain text) or a `send_message` of the agent.
-    /// Events (login, alerts, heartbeats), other function calls and function results are not:
-    /// recall search skips them, so a search never finds itself or its own plumbing.
+    /// Events (login, alerts, heartbeats), other function calls, refused sends
+    /// ([`Self::unsent`]) and function results are not: recall search skips them, so a search
+    /// never finds itself, its own plumbing, or words the user never saw.
     pub fn conversation_text(&self) -> Option<String> {
         match self.role {
             MessageRole::User => match serde_json::from_str::<serde_json::Value>(&self.content) {
@@ -200,6 +207,7 @@ impl Message {
                 }
                 _ => Some(self.content.clone()),
             },
+            MessageRole::Assistant if self.unsent => None,
             MessageRole::Assistant => match self.call() {
                 Some(c) if c.function == crate::tools::SEND_MESSAGE => {
                     Some(c.arguments["message"].as_str().unwrap_or_default().to_string())

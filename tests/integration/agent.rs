@@ -430,14 +430,14 @@ fn recall_search_finds_what_was_said_not_its_own_plumbing() {
 }
 
 #[test]
-fn a_replayed_turn_stamps_the_agents_replies_with_its_own_time() {
+fn a_replayed_turn_stamps_the_agents_replies_with_its_own_time_and_its_relative_times_are_resolved() {
     let (_d, s) = setup();
     let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     sc.calls.push_back(call("core_memory_append", json!({"label": "human", "content": "Has a cat, Biscuit"})));
     sc.calls.push_back(say("Biscuit is a lovely name."));
     let then = chrono::DateTime::parse_from_rfc3339("2023-05-08T13:56:00Z").unwrap().to_utc();
-    a.turn_at(&mut sc, "My cat is called Biscuit.", Some("Ana"), then, &mut Collect(vec![])).unwrap();
+    a.turn_at(&mut sc, "My cat Biscuit came home yesterday.", Some("Ana"), then, &mut Collect(vec![])).unwrap();
     let turn: Vec<_> =
         s.messages(a.record.id).unwrap().into_iter().filter(|m| m.created_at < 1_700_000_000_000).collect();
     // The user's message and two steps, each with its result.
@@ -451,6 +451,8 @@ fn a_replayed_turn_stamps_the_agents_replies_with_its_own_time() {
     let r = a.turn(&mut sc, "What is my cat called?", &mut Collect(vec![])).unwrap();
     let found = &r.steps[0].result;
     assert!(found.contains("[2023-05-08 13:56] you: Biscuit is a lovely name."), "{found}");
+    // A relative time in what was said gets the date it meant then, not now.
+    assert!(found.contains("Ana: My cat Biscuit came home yesterday (7 May 2023)."), "{found}");
 }
 
 #[test]
@@ -683,6 +685,12 @@ fn a_reply_that_repeats_the_users_words_is_refused_once_and_the_answer_follows()
     assert_eq!(r.steps[0].status, "Failed");
     assert!(r.steps[0].result.contains("repeats the user's own words"), "{}", r.steps[0].result);
     assert_eq!(sc.restricted, [None, Some("send_message".to_string())], "the answer comes next");
+    // The refused words stay in the queue as the model wrote them, but recall never shows them
+    // as something the agent said: only the user's question matches.
+    let found = s.recall_search(a.record.id, "cat name", 0, 10).unwrap();
+    let texts: Vec<String> = found.items.iter().filter_map(|m| m.conversation_text()).collect();
+    assert_eq!(texts, [q], "{texts:?}");
+    assert!(s.context_messages(a.record.id).unwrap().iter().any(|m| m.unsent), "the refused step is queued");
     // A second echo in the same turn is sent: the guard never leaves a turn without a message.
     sc.calls.extend([say(q), say(q)]);
     let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
