@@ -6,7 +6,8 @@ Answer in a short phrase." to that question after a search had found the cat's n
 session 16), and during a replay it said the user's statements as its own ("I'm learning to play
 the violin."), which recall storage then keeps as the agent's words. So a `send_message` whose
 words, at least [`MIN_WORDS`] of them, run inside the user's message of this turn in the same
-order, and make up a whole sentence of it or at least half of its words, is refused once per turn with [`super::prompts::ECHOED`], and the next step may only answer.
+order, and make up a whole sentence of it or at least half of its words, is refused once per
+turn with [`super::prompts::ECHOED`], and the next step may only answer.
 A second echo is sent (the guard never makes a turn end without a message), and so is one on the
 turn's last allowed step.
 

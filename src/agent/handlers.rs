@@ -54,10 +54,6 @@ fn page_of(v: &Value) -> usize {
     (v["page"].as_u64().unwrap_or(1) as usize).saturating_sub(1)
 }
 
-fn fmt_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
-}
-
 /// A page of results as the model sees it. Each line gets an equal share of `limit`
 /// characters, so every result on the page is shown (cut if long) rather than the later ranks
 /// disappearing under a cut of the whole text. A page past the end is an error naming the
@@ -98,11 +94,13 @@ fn who(m: &crate::memory::Message) -> String {
 /// Relative times in what was said get the date they mean (`when`).
 fn recall_line(n: usize, m: &crate::memory::Message) -> String {
     let text = m.conversation_text().unwrap_or_default();
-    let text = match chrono::DateTime::from_timestamp_millis(m.created_at) {
-        Some(t) if m.created_at > 0 => super::when::annotate(&text, t.date_naive()),
-        _ => text,
-    };
-    format!("{n}. [{}] {}: {text}", fmt_time(m.created_at), who(m))
+    match chrono::DateTime::from_timestamp_millis(m.created_at) {
+        Some(t) => {
+            let text = super::when::annotate(&text, t.date_naive());
+            format!("{n}. [{}] {}: {text}", t.format("%Y-%m-%d %H:%M"), who(m))
+        }
+        None => format!("{n}. [] {}: {text}", who(m)),
+    }
 }
 
 impl Agent<'_> {
