@@ -13,7 +13,7 @@ last message they see, and after a page of results that is a result, not the que
 
 use super::Agent;
 use crate::grammar::ToolCall;
-use crate::memory::{parse_date, Page, RecallFilter};
+use crate::memory::{named_speaker, parse_date, Page, RecallFilter};
 use crate::tools::Builtin;
 use crate::Result;
 use serde_json::Value;
@@ -27,11 +27,13 @@ pub struct Outcome {
     /// A line for the model after the result (the question restated; not kept in the step
     /// record).
     pub trailer: Option<String>,
+    /// The result names identifiers that other passages hold (see `prompts::linked`).
+    pub linked: bool,
 }
 
 impl Outcome {
     pub(super) fn new(result: std::result::Result<String, String>, summary: String) -> Self {
-        Self { result, summary, hits: vec![], trailer: None }
+        Self { result, summary, hits: vec![], trailer: None, linked: false }
     }
 }
 
@@ -79,6 +81,9 @@ fn listing<T>(p: &Page<T>, limit: usize, line: impl Fn(usize, &T) -> String) -> 
     }
     Ok(s)
 }
+
+/// Links to other passages named under a page of archival results, at most.
+const MAX_LINKS: usize = 3;
 
 /// Who said a conversation message, as results show it.
 fn who(m: &crate::memory::Message) -> String {
@@ -134,7 +139,7 @@ impl Agent<'_> {
             if o.result.is_ok() && Builtin::of(&call.function).is_some_and(Builtin::is_search) && !o.hits.is_empty() {
                 // Not after an empty search: SmolLM2 then copied the line into its next query
                 // and its reply ("The user's message: ...").
-                o.trailer = Some(super::prompts::answer_from_results(q));
+                o.trailer = Some(super::prompts::answer_from_results(q, o.linked));
             }
         }
         Ok(o)
@@ -208,14 +213,32 @@ impl Agent<'_> {
                 let model = &self.record.embedding_model;
                 // Hybrid: passages that contain the query verbatim (an id, a name, a quoted
                 // phrase) come first, ranked by meaning among themselves; otherwise by meaning.
+                // A first page of verbatim matches leaves out passages this turn has shown
+                // already (they are above), so following a link shows what is new.
+                let mut seen_note = None;
+                let page = page_of(a);
+                let skip: Vec<u64> = if page == 0 { self.retrieved.iter().map(|p| p.id).collect() } else { vec![] };
                 let r = self.embed(q).and_then(|v| {
-                    let exact = self.store.archival_search(id, model, &v, page_of(a), size, Some(q.trim()))?;
-                    if exact.total > 0 && q.trim().chars().count() >= 3 {
-                        return Ok(exact);
+                    if q.trim().chars().count() >= 3 {
+                        let (exact, skipped) =
+                            self.store.archival_search_containing(id, &v, q.trim(), &skip, page, size)?;
+                        if exact.total > 0 {
+                            if skipped > 0 {
+                                seen_note = Some(super::prompts::shown_before(skipped, true));
+                            }
+                            return Ok(exact);
+                        }
+                        if skipped > 0 {
+                            seen_note = Some(super::prompts::shown_before(skipped, false));
+                            return Ok(exact);
+                        }
                     }
-                    self.store.archival_search(id, model, &v, page_of(a), size, None)
+                    self.store.archival_search(id, model, &v, page, size, None)
                 });
                 match for_model(r)? {
+                    Ok(p) if p.total == 0 && seen_note.is_some() => {
+                        Outcome::new(Ok(seen_note.unwrap_or_default()), format!("archival_memory_search {q:?} -> 0 new results"))
+                    }
                     // Ranked by meaning, a search finds nothing only in an empty archive: say
                     // where else to look (Qwen2.5-1.5B, asked about its user, searched an empty
                     // archive twice and apologised instead of searching the conversation).
@@ -235,12 +258,22 @@ impl Agent<'_> {
                             };
                             format!("{n}. [source: {src}] {}", s.passage.text)
                         });
+                        let shown: Vec<&crate::memory::Passage> = p.items.iter().map(|s| &s.passage).collect();
+                        let links = self.store.linked_identifiers(id, &shown, q, MAX_LINKS)?;
+                        let text = text.map(|t| {
+                            let t = match &seen_note {
+                                Some(n) => format!("{n}\n{t}"),
+                                None => t,
+                            };
+                            links.iter().fold(t, |t, (ident, n)| t + "\n" + &super::prompts::linked(ident, *n))
+                        });
                         let mut o =
                             Outcome::new(text, format!("archival_memory_search {q:?} -> {} results", p.items.len()));
                         for s in &p.items {
                             self.retrieved.push(s.passage.clone());
                             o.hits.push(s.passage.id);
                         }
+                        o.linked = !links.is_empty();
                         o
                     }
                     Err(e) => Outcome::new(Err(e), "archival_memory_search -> failed".into()),
@@ -249,24 +282,29 @@ impl Agent<'_> {
             Builtin::ConversationSearch => {
                 let q = arg(a, "query");
                 let day = |k: &str| a.get(k).and_then(|v| v.as_str()).map(parse_date).transpose();
-                let mut note = "";
+                let mut note = String::new();
                 let r = day("start_date").and_then(|from| Ok((from, day("end_date")?))).and_then(|(from, to)| {
+                    let speakers = self.store.speakers(id)?;
+                    let speaker = named_speaker(q, &speakers).map(str::to_string);
+                    if let Some(who) = &speaker {
+                        note = format!("Only what {who} said (the query names {who}).\n");
+                    }
                     let qv = self.embedder.map(|e| e.embed(&[q])).transpose()?.map(|mut v| v.remove(0));
-                    let within = RecallFilter { before: self.turn_floor, from, to };
+                    let within = RecallFilter { before: self.turn_floor, from, to, speaker: speaker.clone() };
                     let p = self.store.recall_search_filtered(id, q, qv.as_deref(), &within, page_of(a), size)?;
                     if p.total > 0 || (from.is_none() && to.is_none()) {
                         return Ok(p);
                     }
                     // Dates that exclude everything (small models guess them) must not hide
                     // what was said: search all dates and say so.
-                    note = "Nothing was said between those dates; matches from any date follow.\n";
-                    let any = RecallFilter { before: self.turn_floor, from: None, to: None };
+                    note.push_str("Nothing was said between those dates; matches from any date follow.\n");
+                    let any = RecallFilter { before: self.turn_floor, from: None, to: None, speaker };
                     self.store.recall_search_filtered(id, q, qv.as_deref(), &any, page_of(a), size)
                 });
                 match for_model(r)? {
                     Ok(p) => {
                         let text = if p.total == 0 {
-                            Ok("No results found. Try other keywords.".to_string())
+                            Ok(format!("{note}No results found. Try other keywords."))
                         } else {
                             listing(&p, self.result_limit, recall_line).map(|t| format!("{note}{t}"))
                         };

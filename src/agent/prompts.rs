@@ -88,14 +88,43 @@ pub fn summary_message(covered: u64, text: &str) -> String {
     )
 }
 
+/// The line under archival results for an identifier they show that `n` other passages hold
+/// (`MemoryStore::linked_identifiers`).
+pub fn linked(identifier: &str, n: usize) -> String {
+    let other = if n == 1 { "1 other passage".to_string() } else { format!("{n} other passages") };
+    format!("Link: \"{identifier}\" is also in {other}; search for it to follow the link.")
+}
+
 /// The heartbeat that asks a document-QA turn for its answer.
 pub const ANSWER_NOW: &str =
     "Answer the user now with send_message, using the search results above and naming their [source: ...].";
 
 /// The line after a search's results in a turn that answers `question`.
-pub fn answer_from_results(question: &str) -> String {
+/// With `linked` (the results name identifiers held by other passages), following a link
+/// is offered before answering.
+pub fn answer_from_results(question: &str, linked: bool) -> String {
     // A long message is restated in part: the point is what was asked, not all of it.
-    format!("(The user's message: {}. If these results answer it, reply with send_message.)", quoted(question))
+    let next = if linked {
+        "If it asks you to follow what a result points to, search the Link; otherwise, if these results answer it, reply with send_message."
+    } else {
+        "If these results answer it, reply with send_message."
+    };
+    format!("(The user's message: {}. {next})", quoted(question))
+}
+
+/// Said before a first page of verbatim matches that leaves out `n` passages shown earlier
+/// in the turn (`more`: new matches follow).
+pub fn shown_before(n: usize, more: bool) -> String {
+    let which = if n == 1 {
+        "1 passage that contains it was".to_string()
+    } else {
+        format!("{n} passages that contain it were")
+    };
+    if more {
+        format!("({which} shown earlier in this turn, above.)")
+    } else {
+        format!("Nothing new: {which} shown earlier in this turn, above.")
+    }
 }
 
 /// Characters of the user's message restated by [`answer_from_results`].

@@ -65,6 +65,10 @@ pub struct EvalArgs {
     /// doc-qa: documents in archival memory (default: all).
     #[arg(long)]
     pub documents: Option<usize>,
+    /// conversation: only questions of these LoCoMo categories (1 multi-hop, 2 temporal,
+    /// 3 open-domain, 4 single-hop, 5 adversarial; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub category: Vec<u64>,
     /// nested-kv: nesting levels (0 = plain look-up).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4")]
     pub levels: Vec<usize>,
@@ -109,6 +113,12 @@ pub fn run(g: &Global, a: EvalArgs) -> Result<()> {
     if a.levels.iter().any(|&l| l > 5) {
         bail!("--levels: nesting levels go from 0 to 5 (the orderings files have 1 to 6 indices)");
     }
+    if a.category.iter().any(|&c| !(1..=5).contains(&c)) {
+        bail!("--category: LoCoMo's categories go from 1 to 5");
+    }
+    if !a.category.is_empty() && task != Task::Conversation {
+        bail!("--category applies to the conversation task only");
+    }
     if a.context_window < 256 {
         bail!("--context-window {} is too small (at least 256)", a.context_window);
     }
@@ -140,6 +150,7 @@ pub fn run(g: &Global, a: EvalArgs) -> Result<()> {
         },
         documents: a.documents,
         levels: a.levels,
+        categories: a.category,
         max_steps: a.max_steps.max(2),
         memory_first: a.memory_first,
         consolidate_every: a.consolidate_every,

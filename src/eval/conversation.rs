@@ -322,8 +322,12 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
     };
     let samples = parse(&path, &super::read_text(&path)?)?;
     // Items: every (sample, question), in a seeded order, cut to --limit.
-    let all: Vec<(usize, usize)> =
-        samples.iter().enumerate().flat_map(|(si, s)| (0..s.qa.len()).map(move |qi| (si, qi))).collect();
+    let all: Vec<(usize, usize)> = samples
+        .iter()
+        .enumerate()
+        .flat_map(|(si, s)| (0..s.qa.len()).map(move |qi| (si, qi)))
+        .filter(|&(si, qi)| o.categories.is_empty() || o.categories.contains(&samples[si].qa[qi].category))
+        .collect();
     let items = super::pick(all, o.seed, o.limit);
     let variants = o.variants(Task::Conversation);
     let sref = &samples;

@@ -96,6 +96,8 @@ pub struct Options<'m> {
     pub documents: Option<usize>,
     /// nested-kv: nesting levels to run.
     pub levels: Vec<usize>,
+    /// conversation: the LoCoMo categories asked (empty: all).
+    pub categories: Vec<u64>,
     /// Steps per agent turn.
     pub max_steps: usize,
     /// The agent's memory-first tool rule.

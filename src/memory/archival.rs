@@ -4,6 +4,12 @@ An insert commits text and vector to redb in one transaction, then adds the vect
 index. Search asks the index for the `(page + 1) * size` nearest passages and returns ranks
 `page * size .. page * size + size - 1`; with a text filter it instead scores, exactly, every
 passage containing the text (case-insensitive), so filtered results are never missed.
+
+Links: an identifier in a passage (a token of at least [`MIN_ID_CHARS`] letters, digits, `-`
+or `_` with both a letter and a digit: a UUID, a ticket or part number) that other passages
+also hold is a link between them; [`MemoryStore::linked_identifiers`] finds the links out of
+a page of results, so a reader can follow a reference (a value that is itself a key, a part
+number defined elsewhere) instead of stopping at it.
 */
 
 use super::codec::{last_id, scan, Row};
@@ -201,14 +207,7 @@ impl MemoryStore {
     ) -> Result<Page<ScoredPassage>> {
         let size = size.max(1);
         if let Some(f) = filter {
-            let f = f.to_lowercase();
-            let mut hits = vec![];
-            for p in self.passages_where(agent, |p| p.text.to_lowercase().contains(&f))? {
-                let v = self.passage_vector(agent, p.id)?.unwrap_or_default();
-                hits.push(ScoredPassage { score: dot(query, &v), passage: p });
-            }
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-            return Ok(Page::of(hits, page, size));
+            return Ok(self.archival_search_containing(agent, query, f, &[], page, size)?.0);
         }
         // The index covers exactly the stored passages (checked on open), so its size is the total.
         let (total, ids) = self.with_index(agent, model, query.len(), |idx| {
@@ -224,6 +223,32 @@ impl MemoryStore {
         Ok(Page { items, page, page_size: size, total })
     }
 
+    /// The passages containing `text` (any case) but not those in `skip`, ranked by cosine
+    /// similarity to `query` (exactly, every one scored); and how many `skip` left out.
+    pub fn archival_search_containing(
+        &self,
+        agent: u64,
+        query: &[f32],
+        text: &str,
+        skip: &[u64],
+        page: usize,
+        size: usize,
+    ) -> Result<(Page<ScoredPassage>, usize)> {
+        let f = text.to_lowercase();
+        let mut hits = vec![];
+        let mut skipped = 0;
+        for p in self.passages_where(agent, |p| p.text.to_lowercase().contains(&f))? {
+            if skip.contains(&p.id) {
+                skipped += 1;
+                continue;
+            }
+            let v = self.passage_vector(agent, p.id)?.unwrap_or_default();
+            hits.push(ScoredPassage { score: dot(query, &v), passage: p });
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok((Page::of(hits, page, size.max(1)), skipped))
+    }
+
     /// Exact (brute-force) nearest passages: ids and cosine, best first. For checks and benches.
     pub fn archival_exact(&self, agent: u64, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
         let mut all = vec![];
@@ -234,6 +259,65 @@ impl MemoryStore {
         all.sort_by(|a, b| b.1.total_cmp(&a.1));
         all.truncate(k);
         Ok(all)
+    }
+}
+
+/// Shortest token that counts as an identifier.
+pub const MIN_ID_CHARS: usize = 8;
+
+/// The identifiers in `text`, in order, each once (see the module doc).
+pub fn identifiers(text: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = vec![];
+    for t in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        let t = t.trim_matches(|c| c == '-' || c == '_');
+        let id = t.len() >= MIN_ID_CHARS
+            && t.chars().any(|c| c.is_ascii_digit())
+            && t.chars().any(|c| c.is_ascii_alphabetic());
+        if id && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+impl MemoryStore {
+    /// Identifiers in the passages `shown` (not in `query`) that passages outside `shown` also
+    /// hold, each with how many such passages, in the order they are shown; at most `max`.
+    /// One scan of the agent's passages.
+    pub fn linked_identifiers(
+        &self,
+        agent: u64,
+        shown: &[&Passage],
+        query: &str,
+        max: usize,
+    ) -> Result<Vec<(String, usize)>> {
+        let query = query.to_lowercase();
+        // (as written, lowercase, passages outside `shown` holding it)
+        let mut ids: Vec<(String, String, usize)> = vec![];
+        for p in shown {
+            for t in identifiers(&p.text) {
+                let low = t.to_lowercase();
+                if !query.contains(&low) && !ids.iter().any(|x| x.1 == low) {
+                    ids.push((t.to_string(), low, 0));
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let shown_ids: Vec<u64> = shown.iter().map(|p| p.id).collect();
+        self.passages_where(agent, |p| {
+            if !shown_ids.contains(&p.id) {
+                let text = p.text.to_lowercase();
+                for (_, low, n) in ids.iter_mut() {
+                    if text.contains(low.as_str()) {
+                        *n += 1;
+                    }
+                }
+            }
+            false
+        })?;
+        Ok(ids.into_iter().filter(|x| x.2 > 0).take(max).map(|(t, _, n)| (t, n)).collect())
     }
 }
 

@@ -41,10 +41,10 @@ mod sources;
 mod tables;
 
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
-pub use archival::{NewPassage, ScoredPassage};
+pub use archival::{identifiers, NewPassage, ScoredPassage};
 pub use import::AgentRows;
 pub use index::ArchivalIndex;
-pub use recall::{parse_date, RecallFilter};
+pub use recall::{named_speaker, parse_date, RecallFilter};
 pub use records::{now_ms, AgentConfig, AgentRecord, Block, Message, MessageRole, Page, Passage, Summary};
 pub use sources::{source_key, source_name, Source};
 pub use tables::SCHEMA_VERSION;

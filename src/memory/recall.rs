@@ -8,6 +8,11 @@ Search semantics (documented for the model and for people):
   equal scores; a query made only of common words falls back to a case-insensitive substring
   match, newest first;
 - date search takes inclusive `YYYY-MM-DD` dates interpreted in UTC; results are oldest first;
+- a query that names exactly one speaker of the conversation (a transcript's or a group chat's
+  named participants, [`Message::speaker`]) keeps only what that speaker said
+  ([`named_speaker`]): "Ana trip" finds Ana's own words about a trip, not a friend's; the
+  ranking still runs over everyone's messages, so a line answering a neighbour keeps that
+  neighbour's score;
 - pages are 0-based with a page size (default 5).
 */
 
@@ -20,17 +25,32 @@ use chrono::NaiveDate;
 use redb::TableHandle;
 
 /// What a recall search may return: messages older than `before` (an id), created on the
-/// days `from..=to` (UTC, either end open).
-#[derive(Debug, Clone, Copy)]
+/// days `from..=to` (UTC, either end open), said by `speaker` (a name, any case) if set.
+#[derive(Debug, Clone)]
 pub struct RecallFilter {
     pub before: u64,
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    pub speaker: Option<String>,
 }
 
 impl Default for RecallFilter {
     fn default() -> Self {
-        Self { before: u64::MAX, from: None, to: None }
+        Self { before: u64::MAX, from: None, to: None, speaker: None }
+    }
+}
+
+/// The one speaker among `speakers` that `query` names (a whole word, any case; a name of
+/// several words is named by its first), if exactly one is named.
+pub fn named_speaker<'a>(query: &str, speakers: &'a [String]) -> Option<&'a str> {
+    let words: Vec<String> = query.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).collect();
+    let mut named = speakers.iter().filter(|s| {
+        let first = s.split_whitespace().next().unwrap_or_default().to_lowercase();
+        !first.is_empty() && words.contains(&first)
+    });
+    match (named.next(), named.next()) {
+        (Some(one), None) => Some(one.as_str()),
+        _ => None,
     }
 }
 
@@ -272,14 +292,31 @@ impl MemoryStore {
         let msgs = self.messages_where(agent, |m| {
             m.id < filter.before && m.created_at >= start && m.created_at < end && m.conversation_text().is_some()
         })?;
-        let ranked = match query_vector {
+        let mut ranked = match query_vector {
             Some(q) => {
                 let vectors = self.message_vectors(agent)?;
                 rank_hybrid(msgs, query, q, &vectors)
             }
             None => rank_messages(msgs, query),
         };
+        if let Some(who) = &filter.speaker {
+            ranked.retain(|m| m.speaker().is_some_and(|s| s.eq_ignore_ascii_case(who)));
+        }
         Ok(Page::of(ranked, page, size.max(1)))
+    }
+
+    /// The names of the conversation's named speakers, in the order they first spoke.
+    pub fn speakers(&self, agent: u64) -> Result<Vec<String>> {
+        let mut names: Vec<String> = vec![];
+        self.messages_where(agent, |m| {
+            if let Some(n) = m.speaker() {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            false
+        })?;
+        Ok(names)
     }
 
     /// Store embeddings of messages' conversation text (one transaction).
@@ -315,7 +352,7 @@ impl MemoryStore {
         page: usize,
         size: usize,
     ) -> Result<Page<Message>> {
-        let (start, end) = RecallFilter { before: u64::MAX, from, to }.range()?;
+        let (start, end) = RecallFilter { from, to, ..RecallFilter::default() }.range()?;
         let hits = self.messages_where(agent, |m| {
             m.created_at >= start && m.created_at < end && m.conversation_text().is_some()
         })?;
@@ -336,7 +373,8 @@ impl MemoryStore {
             (Some(q), false) => self.recall_search(agent, q, page, size),
             (None, _) => self.recall_by_date(agent, from, to, page, size),
             (Some(q), true) => {
-                self.recall_search_filtered(agent, q, None, &RecallFilter { before: u64::MAX, from, to }, page, size)
+                let within = RecallFilter { from, to, ..RecallFilter::default() };
+                self.recall_search_filtered(agent, q, None, &within, page, size)
             }
         }
     }

@@ -224,7 +224,7 @@ pub fn builtin_tools(labels: &[String]) -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: Builtin::ConversationSearch.name(),
-            description: "Search all past messages (recall memory) by keywords, optionally within dates (inclusive, UTC); best matches first, in pages.",
+            description: "Search all past messages (recall memory) by keywords, optionally within dates (inclusive, UTC); best matches first, in pages. Keywords naming one speaker find only what that speaker said.",
             params: vec![
                 s("query", MAX_QUERY, "keywords to look for"),
                 page(),

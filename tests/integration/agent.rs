@@ -456,6 +456,93 @@ fn a_replayed_turn_stamps_the_agents_replies_with_its_own_time_and_its_relative_
 }
 
 #[test]
+fn a_search_naming_one_speaker_finds_only_what_that_speaker_said() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    let then = chrono::DateTime::parse_from_rfc3339("2023-05-08T13:56:00Z").unwrap().to_utc();
+    for (who, text) in [
+        ("Mel", "We ran a charity race for mental health last weekend."),
+        ("Caro", "A charity race, how wonderful! I am proud of you."),
+        ("Mel", "Thanks! My son loved the race too."),
+    ] {
+        sc.calls.push_back(say("Nice."));
+        a.turn_at(&mut sc, text, Some(who), then, &mut Collect(vec![])).unwrap();
+    }
+    let search = |q: &str| call("conversation_search", json!({"query": q, "page": 1}));
+    sc.calls.extend([search("caro charity race"), search("charity race"), search("Mel Caro race"), say("ok")]);
+    let r = a.turn(&mut sc, "What did Caro do?", &mut Collect(vec![])).unwrap();
+    let named = &r.steps[0].result;
+    // Named in any case: only Caro's words, and the result says why.
+    assert!(named.starts_with("Only what Caro said (the query names Caro).\nShowing 1 of 1 results"), "{named}");
+    assert!(named.contains("Caro: A charity race, how wonderful!") && !named.contains("Mel:"), "{named}");
+    // No speaker named, or two: everyone's words.
+    for step in &r.steps[1..3] {
+        assert!(step.result.starts_with("Showing 3 of 3 results"), "{}", step.result);
+    }
+    let p = s
+        .recall_search_filtered(
+            a.record.id,
+            "race",
+            None,
+            &pagemind::memory::RecallFilter { speaker: Some("mel".into()), ..Default::default() },
+            0,
+            5,
+        )
+        .unwrap();
+    assert_eq!(p.total, 2, "a speaker filter matches names in any case");
+    assert_eq!(s.speakers(a.record.id).unwrap(), ["Mel", "Caro"]);
+    let speakers = ["Ana Lima".to_string(), "Bo".to_string()];
+    assert_eq!(pagemind::memory::named_speaker("ana's trip", &speakers), Some("Ana Lima"));
+    assert_eq!(pagemind::memory::named_speaker("banana trip", &speakers), None, "whole words only");
+    assert_eq!(pagemind::memory::named_speaker("Ana and Bo", &speakers), None);
+}
+
+#[test]
+fn an_archival_result_names_the_identifiers_it_shares_with_other_passages() {
+    let (_d, s) = setup();
+    let rec = s.agent("bot").unwrap();
+    let texts = [
+        "Ticket PUMP-2231 was closed: see part AX-99871 for the fix.",
+        "Part AX-99871 is the 8 bar relief valve.",
+        "Ticket PUMP-2232 is about the paint colour.",
+        "The ax-99871 valve ships in May.",
+    ];
+    for t in texts {
+        let v = util::tiny_embedder().embed(&[t]).unwrap().remove(0);
+        let p = pagemind::memory::NewPassage {
+            text: t.into(),
+            source: "tickets".into(),
+            span: String::new(),
+            metadata: json!({}),
+            vector: v,
+        };
+        s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    }
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    let search = |q: &str| call("archival_memory_search", json!({"query": q, "page": 1}));
+    sc.calls.extend([search("PUMP-2231"), search("paint colour PUMP-2232"), say("See part AX-99871.")]);
+    let r = a.turn(&mut sc, "What fixed ticket PUMP-2231?", &mut Collect(vec![])).unwrap();
+    let linked = &r.steps[0].result;
+    // The verbatim match alone, then the part number it names, which two other passages hold
+    // (in any case); the ticket number searched for is not a link.
+    assert!(linked.starts_with("Showing 1 of 1 results"), "{linked}");
+    assert!(
+        linked.ends_with("\nLink: \"AX-99871\" is also in 2 other passages; search for it to follow the link."),
+        "{linked}"
+    );
+    assert_eq!(linked.matches("Link:").count(), 1, "{linked}");
+    // No identifier shared with a passage outside the page: no link.
+    assert!(!r.steps[1].result.contains("Link:"), "{}", r.steps[1].result);
+    assert_eq!(
+        pagemind::memory::identifiers("uuid 60ceb27d-3410-461d-936a-a5bb0415f174, on 2023-10-20 at 12345678 (v2)"),
+        ["60ceb27d-3410-461d-936a-a5bb0415f174"],
+        "a letter and a digit, eight characters or more"
+    );
+}
+
+#[test]
 fn a_search_repeated_within_a_turn_is_not_run_again_and_the_answer_comes_next() {
     let (_d, s) = setup();
     configure(&s, |c| c.memory_first = false);

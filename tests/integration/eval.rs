@@ -99,6 +99,16 @@ fn conversation_runs_every_variant_and_resumes() {
     );
     let new: Vec<&Value> = more.iter().skip(recs.len()).collect();
     assert!(new.len() == 2 && new.iter().all(|r| r["variant"] == "pagemind" || r["variant"] == "rag"), "{new:?}");
+    // `--category` asks only the questions of those categories (the fixture has one adversarial).
+    let only = home.path().join("only-5");
+    let adv = eval(
+        home.path(),
+        &only,
+        "conversation",
+        &["--data", data.to_str().unwrap(), "--category", "5", "--no-agent", "--baseline", "full-context"],
+    );
+    assert_eq!(adv.len(), 1, "{adv:?}");
+    assert_eq!(adv[0]["category"], "5");
 }
 
 #[test]
@@ -161,6 +171,10 @@ fn bad_eval_input_is_a_one_line_error() {
     assert_clean_error(&e, "expected LoCoMo's format");
     let e = run(pagemind(Some(home.path())).args(["eval", "nested-kv", "--baseline", "rag", "--out"]).arg(&out));
     assert_clean_error(&e, "--baseline rag: nested-kv has the baselines full-context");
+    let e = run(pagemind(Some(home.path())).args(["eval", "conversation", "--category", "1,7", "--out"]).arg(&out));
+    assert_clean_error(&e, "--category: LoCoMo's categories go from 1 to 5");
+    let e = run(pagemind(Some(home.path())).args(["eval", "nested-kv", "--category", "1", "--out"]).arg(&out));
+    assert_clean_error(&e, "--category applies to the conversation task only");
     let lines = home.path().join("bad.jsonl");
     std::fs::write(&lines, "{\"question\": \"q\", \"answers\": [], \"ctxs\": [{\"text\": \"t\"}]}\nnot json\n")
         .unwrap();
