@@ -8,8 +8,8 @@ Search semantics (documented for the model and for people):
   equal scores; a query made only of common words falls back to a case-insensitive substring
   match, newest first;
 - date search takes inclusive `YYYY-MM-DD` dates interpreted in UTC; results are oldest first;
-- a query that names exactly one speaker of the conversation (a transcript's or a group chat's
-  named participants, [`Message::speaker`]) keeps only what that speaker said
+- a query that names exactly one of two or more speakers of the conversation (a transcript's
+  or a group chat's named participants, [`Message::speaker`]) keeps only what that speaker said
   ([`named_speaker`]): "Ana trip" finds Ana's own words about a trip, not a friend's; the
   ranking still runs over everyone's messages, so a line answering a neighbour keeps that
   neighbour's score;
@@ -41,8 +41,13 @@ impl Default for RecallFilter {
 }
 
 /// The one speaker among `speakers` that `query` names (a whole word, any case; a name of
-/// several words is named by its first), if exactly one is named.
+/// several words is named by its first), if exactly one is named and there are others to
+/// leave out (with one named speaker, a chat with a named user, there is nobody to confuse
+/// them with, and the note saying so would only take room from the results).
 pub fn named_speaker<'a>(query: &str, speakers: &'a [String]) -> Option<&'a str> {
+    if speakers.len() < 2 {
+        return None;
+    }
     let words: Vec<String> = query.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).collect();
     let mut named = speakers.iter().filter(|s| {
         let first = s.split_whitespace().next().unwrap_or_default().to_lowercase();

@@ -496,6 +496,7 @@ fn a_search_naming_one_speaker_finds_only_what_that_speaker_said() {
     assert_eq!(pagemind::memory::named_speaker("ana's trip", &speakers), Some("Ana Lima"));
     assert_eq!(pagemind::memory::named_speaker("banana trip", &speakers), None, "whole words only");
     assert_eq!(pagemind::memory::named_speaker("Ana and Bo", &speakers), None);
+    assert_eq!(pagemind::memory::named_speaker("ana's trip", &speakers[..1]), None, "nobody else to leave out");
 }
 
 #[test]
