@@ -372,23 +372,27 @@ fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
 fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
     let (_d, s) = setup();
     let rec = s.agent("bot").unwrap();
-    // UUID-like text, 2,900 characters: more than half the window in the tiny model's tokens.
-    let text: String = (0..80).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c97 ")).collect::<String>();
-    let text: String = text.chars().take(2900).collect();
-    let v = util::tiny_embedder().embed(&[text.as_str()]).unwrap().remove(0);
-    let p = pagemind::memory::NewPassage {
-        text: text.clone(),
-        source: "kv".into(),
-        span: String::new(),
-        metadata: json!({}),
-        vector: v,
-    };
-    s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    // Three passages of UUID-like text, 2,900 characters each: more than half the window in
+    // the tiny model's tokens. Their ids differ in the last digit, so none links to another.
+    for k in 0..3 {
+        let text: String = (0..80).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c9{k} ")).collect::<String>();
+        let text: String = text.chars().take(2900).collect();
+        let v = util::tiny_embedder().embed(&[text.as_str()]).unwrap().remove(0);
+        let p = pagemind::memory::NewPassage {
+            text: text.clone(),
+            source: "kv".into(),
+            span: String::new(),
+            metadata: json!({}),
+            vector: v,
+        };
+        s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    }
     let window = w(1280);
     let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(window)).unwrap();
     let mut sc = Script::default();
-    // Three different searches (a repeated one is not run again), each matching the passage.
-    for q in ["ab10-41d0", "41d0-b646", "b646-e1f4"] {
+    // Three different searches (a repeated one is not run again), each matching one passage
+    // (a verbatim search leaves out passages the turn has shown).
+    for q in ["e1f40a097c90", "e1f40a097c91", "e1f40a097c92"] {
         sc.calls.push_back(call("archival_memory_search", json!({"query": q, "page": 1})));
     }
     sc.calls.push_back(say("done"));
