@@ -249,10 +249,14 @@ mod avx512 {
             _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
             _mm_setr_epi8(1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15),
         ];
-        let pairs: [__m512i; 4] = std::array::from_fn(|q| {
+        // A loop, not `array::from_fn`: a closure inside this generic `target_feature` function
+        // is instantiated in the calling crate, where incremental debug builds failed to link it
+        // ("undefined hidden symbol ... dot_x8::{{closure}}").
+        let mut pairs = [_mm512_setzero_si512(); 4];
+        for (q, p) in pairs.iter_mut().enumerate() {
             let (a, b) = (2 * q as i32, 2 * q as i32 + 1);
-            _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
-        });
+            *p = _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+        }
         let mut acc = [_mm256_setzero_ps(); T];
         for (b, blk) in g.iter().enumerate() {
             let mut sumi = [_mm512_setzero_si512(); T];

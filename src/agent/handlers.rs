@@ -11,9 +11,10 @@ A search that found something ends its result with the user's question
 last message they see, and after a page of results that is a result, not the question.
 */
 
+use super::prompts::{self, Links};
 use super::Agent;
 use crate::grammar::ToolCall;
-use crate::memory::{named_speaker, parse_date, Page, RecallFilter};
+use crate::memory::{parse_date, FollowedLinks, Page, RecallFilter, SpeakerFilter};
 use crate::tools::Builtin;
 use crate::Result;
 use serde_json::Value;
@@ -27,13 +28,13 @@ pub struct Outcome {
     /// A line for the model after the result (the question restated; not kept in the step
     /// record).
     pub trailer: Option<String>,
-    /// The result names identifiers that other passages hold (see `prompts::linked`).
-    pub linked: bool,
+    /// What the result says about links between passages (archival searches).
+    pub links: Links,
 }
 
 impl Outcome {
     pub(super) fn new(result: std::result::Result<String, String>, summary: String) -> Self {
-        Self { result, summary, hits: vec![], trailer: None, linked: false }
+        Self { result, summary, hits: vec![], trailer: None, links: Default::default() }
     }
 }
 
@@ -84,6 +85,52 @@ fn listing<T>(p: &Page<T>, limit: usize, line: impl Fn(usize, &T) -> String) -> 
 
 /// Links to other passages named under a page of archival results, at most.
 const MAX_LINKS: usize = 3;
+
+/// Rounds of link following under a page of archival results (one more than the deepest
+/// chain followed to its end: the last round finds where it ends), and passages reached, at most.
+const FOLLOW_HOPS: usize = 5;
+const FOLLOW_MAX: usize = 6;
+
+/// Characters of a passage reached by a link (or shown again), at most.
+const FOLLOWED_CHARS: usize = 400;
+
+/// A passage as results show it: where it came from, then its text.
+fn cited(p: &crate::memory::Passage) -> String {
+    if p.span.is_empty() {
+        format!("[source: {}] {}", p.source, p.text)
+    } else {
+        format!("[source: {} {}] {}", p.source, p.span, p.text)
+    }
+}
+
+/// The lines under a page of archival results about its links: the passages `walk` reached
+/// (under a heading naming where they end) and the `named` identifiers left to follow, each
+/// line starting with a newline; and what they say, for the line restating the question.
+fn links_text(walk: &FollowedLinks, named: &[(String, usize)]) -> (String, Links) {
+    let mut t = String::new();
+    if !walk.followed.is_empty() {
+        t = t + "\n" + &prompts::followed_heading(&walk.ends);
+        for f in &walk.followed {
+            let line: String = cited(&f.passage).chars().take(FOLLOWED_CHARS).collect();
+            t = t + "\n" + &prompts::followed(&line);
+        }
+    }
+    for (ident, n) in named {
+        t = t + "\n" + &prompts::linked(ident, *n);
+    }
+    let state = if !named.is_empty() {
+        Links::Named
+    } else if !walk.followed.is_empty() {
+        let end = match walk.ends.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        Links::Followed { end }
+    } else {
+        Links::None
+    };
+    (t, state)
+}
 
 /// Who said a conversation message, as results show it.
 fn who(m: &crate::memory::Message) -> String {
@@ -139,7 +186,7 @@ impl Agent<'_> {
             if o.result.is_ok() && Builtin::of(&call.function).is_some_and(Builtin::is_search) && !o.hits.is_empty() {
                 // Not after an empty search: SmolLM2 then copied the line into its next query
                 // and its reply ("The user's message: ...").
-                o.trailer = Some(super::prompts::answer_from_results(q, o.linked));
+                o.trailer = Some(super::prompts::answer_from_results(q, &o.links));
             }
         }
         Ok(o)
@@ -222,14 +269,17 @@ impl Agent<'_> {
                     if q.trim().chars().count() >= 3 {
                         let (exact, skipped) =
                             self.store.archival_search_containing(id, &v, q.trim(), &skip, page, size)?;
-                        if exact.total > 0 {
-                            if skipped > 0 {
-                                seen_note = Some(super::prompts::shown_before(skipped, true));
-                            }
-                            return Ok(exact);
-                        }
                         if skipped > 0 {
-                            seen_note = Some(super::prompts::shown_before(skipped, false));
+                            let needle = q.trim().to_lowercase();
+                            let first = self
+                                .retrieved
+                                .iter()
+                                .find(|p| p.text.to_lowercase().contains(&needle))
+                                .map(|p| cited(p).chars().take(FOLLOWED_CHARS).collect::<String>())
+                                .unwrap_or_default();
+                            seen_note = Some(super::prompts::shown_before(skipped, exact.total > 0, &first));
+                        }
+                        if exact.total > 0 || skipped > 0 {
                             return Ok(exact);
                         }
                     }
@@ -250,30 +300,24 @@ impl Agent<'_> {
                         format!("archival_memory_search {q:?} -> 0 results"),
                     ),
                     Ok(p) => {
-                        let text = listing(&p, self.result_limit, |n, s| {
-                            let src = if s.passage.span.is_empty() {
-                                s.passage.source.clone()
-                            } else {
-                                format!("{} {}", s.passage.source, s.passage.span)
-                            };
-                            format!("{n}. [source: {src}] {}", s.passage.text)
-                        });
+                        let text = listing(&p, self.result_limit, |n, s| format!("{n}. {}", cited(&s.passage)));
                         let shown: Vec<&crate::memory::Passage> = p.items.iter().map(|s| &s.passage).collect();
-                        let links = self.store.linked_identifiers(id, &shown, q, MAX_LINKS)?;
-                        let text = text.map(|t| {
-                            let t = match &seen_note {
-                                Some(n) => format!("{n}\n{t}"),
-                                None => t,
-                            };
-                            links.iter().fold(t, |t, (ident, n)| t + "\n" + &super::prompts::linked(ident, *n))
+                        let walk = self.store.follow_links(id, &shown, q, FOLLOW_HOPS, FOLLOW_MAX)?;
+                        let mut all = shown;
+                        all.extend(walk.followed.iter().map(|f| &f.passage));
+                        let links = self.store.linked_identifiers(id, &all, q, MAX_LINKS)?;
+                        let (below, state) = links_text(&walk, &links);
+                        let text = text.map(|t| match &seen_note {
+                            Some(n) => format!("{n}\n{t}{below}"),
+                            None => format!("{t}{below}"),
                         });
                         let mut o =
                             Outcome::new(text, format!("archival_memory_search {q:?} -> {} results", p.items.len()));
-                        for s in &p.items {
-                            self.retrieved.push(s.passage.clone());
-                            o.hits.push(s.passage.id);
+                        for s in p.items.iter().map(|s| &s.passage).chain(walk.followed.iter().map(|f| &f.passage)) {
+                            self.retrieved.push(s.clone());
+                            o.hits.push(s.id);
                         }
-                        o.linked = !links.is_empty();
+                        o.links = state;
                         o
                     }
                     Err(e) => Outcome::new(Err(e), "archival_memory_search -> failed".into()),
@@ -284,22 +328,22 @@ impl Agent<'_> {
                 let day = |k: &str| a.get(k).and_then(|v| v.as_str()).map(parse_date).transpose();
                 let mut note = String::new();
                 let r = day("start_date").and_then(|from| Ok((from, day("end_date")?))).and_then(|(from, to)| {
-                    let speakers = self.store.speakers(id)?;
-                    let speaker = named_speaker(q, &speakers).map(str::to_string);
-                    if let Some(who) = &speaker {
-                        note = format!("Only what {who} said (the query names {who}).\n");
-                    }
                     let qv = self.embedder.map(|e| e.embed(&[q])).transpose()?.map(|mut v| v.remove(0));
-                    let within = RecallFilter { before: self.turn_floor, from, to, speaker: speaker.clone() };
-                    let p = self.store.recall_search_filtered(id, q, qv.as_deref(), &within, page_of(a), size)?;
-                    if p.total > 0 || (from.is_none() && to.is_none()) {
-                        return Ok(p);
+                    let mut filter =
+                        RecallFilter { before: self.turn_floor, from, to, speaker: SpeakerFilter::NamedInQuery };
+                    let mut hits =
+                        self.store.recall_search_filtered(id, q, qv.as_deref(), &filter, page_of(a), size)?;
+                    if hits.page.total == 0 && (from.is_some() || to.is_some()) {
+                        // Dates that exclude everything (small models guess them) must not hide
+                        // what was said: search all dates and say so.
+                        note.push_str("Nothing was said between those dates; matches from any date follow.\n");
+                        (filter.from, filter.to) = (None, None);
+                        hits = self.store.recall_search_filtered(id, q, qv.as_deref(), &filter, page_of(a), size)?;
                     }
-                    // Dates that exclude everything (small models guess them) must not hide
-                    // what was said: search all dates and say so.
-                    note.push_str("Nothing was said between those dates; matches from any date follow.\n");
-                    let any = RecallFilter { before: self.turn_floor, from: None, to: None, speaker };
-                    self.store.recall_search_filtered(id, q, qv.as_deref(), &any, page_of(a), size)
+                    if let Some(who) = &hits.speaker {
+                        note.insert_str(0, &format!("Only what {who} said (the query names {who}).\n"));
+                    }
+                    Ok(hits.page)
                 });
                 match for_model(r)? {
                     Ok(p) => {

@@ -99,31 +99,69 @@ pub fn linked(identifier: &str, n: usize) -> String {
 pub const ANSWER_NOW: &str =
     "Answer the user now with send_message, using the search results above and naming their [source: ...].";
 
-/// The line after a search's results in a turn that answers `question`.
-/// With `linked` (the results name identifiers held by other passages), following a link
-/// is offered before answering.
-pub fn answer_from_results(question: &str, linked: bool) -> String {
+/// What a page of archival results says about its links, for [`answer_from_results`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Links {
+    /// None shown (or not an archival search).
+    #[default]
+    None,
+    /// Passages reached by following links are shown, and no link is left to follow; `end`:
+    /// the one identifier where they end, if the walk found one.
+    Followed { end: Option<String> },
+    /// A `Link:` line names an identifier still to follow.
+    Named,
+}
+
+/// The heading over passages reached by following links (`MemoryStore::follow_links`), with
+/// where they end (`ends`: identifiers in no other passage), if the walk found it. The end
+/// comes first: a result cut to fit the window loses its last lines, and the end was what a
+/// nested look-up two links deep lost at window 2048 (session 20).
+pub fn followed_heading(ends: &[String]) -> String {
+    if ends.is_empty() {
+        return "Followed links (passages that hold an identifier shown above):".to_string();
+    }
+    let quoted: Vec<String> = ends.iter().map(|e| format!("\"{e}\"")).collect();
+    let (held, s) = if ends.len() == 1 { ("is", "") } else { ("are", "s") };
+    format!(
+        "Followed links (passages that hold an identifier shown above), ending at {} ({held} in no other passage{s}):",
+        quoted.join(", ")
+    )
+}
+
+/// One passage reached by a link. It is not labelled with the identifier it was reached by:
+/// the passage holds it, and with UUIDs the label took room the chain's end needed.
+pub fn followed(passage: &str) -> String {
+    format!("- {passage}")
+}
+
+/// The line after a search's results in a turn that answers `question`; `links` offers
+/// following a link, or says where the followed links end, before answering. The end is
+/// named here, last before the model's step, because a result shows the chain in order and
+/// Qwen2.5-1.5B replied with its first value with the end line in view (nested-kv, session 20).
+pub fn answer_from_results(question: &str, links: &Links) -> String {
     // A long message is restated in part: the point is what was asked, not all of it.
-    let next = if linked {
-        "If it asks you to follow what a result points to, search the Link; otherwise, if these results answer it, reply with send_message."
-    } else {
-        "If these results answer it, reply with send_message."
+    let next = match links {
+        Links::Named => "If it asks you to follow what a result points to, search the Link; otherwise, if these results answer it, reply with send_message.".to_string(),
+        Links::Followed { end: Some(end) } => format!("If it asks you to follow what a result points to, the followed links end at \"{end}\": reply with that. Otherwise, if these results answer it, reply with send_message."),
+        Links::Followed { end: None } => "If it asks you to follow what a result points to, the followed links above did: reply with where they end. Otherwise, if these results answer it, reply with send_message.".to_string(),
+        Links::None => "If these results answer it, reply with send_message.".to_string(),
     };
     format!("(The user's message: {}. {next})", quoted(question))
 }
 
 /// Said before a first page of verbatim matches that leaves out `n` passages shown earlier
-/// in the turn (`more`: new matches follow).
-pub fn shown_before(n: usize, more: bool) -> String {
-    let which = if n == 1 {
-        "1 passage that contains it was".to_string()
-    } else {
-        format!("{n} passages that contain it were")
-    };
-    if more {
-        format!("({which} shown earlier in this turn, above.)")
-    } else {
-        format!("Nothing new: {which} shown earlier in this turn, above.")
+/// in the turn (`more`: new matches follow). With nothing new, the first of them (`first`,
+/// as results show it) is shown again, and the note says the text is in no other passage:
+/// told only that it was above, Qwen2.5-1.5B lost the value it had searched for and replied
+/// with something else (nested-kv, session 20).
+pub fn shown_before(n: usize, more: bool, first: &str) -> String {
+    match (more, n) {
+        (true, 1) => "(1 passage that contains it was shown earlier in this turn, above.)".to_string(),
+        (true, n) => format!("({n} passages that contain it were shown earlier in this turn, above.)"),
+        (false, 1) => format!("Nothing new: it is only in the passage shown earlier in this turn: {first}"),
+        (false, n) => {
+            format!("Nothing new: it is only in the {n} passages shown earlier in this turn, the first: {first}")
+        }
     }
 }
 

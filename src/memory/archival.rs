@@ -5,11 +5,7 @@ index. Search asks the index for the `(page + 1) * size` nearest passages and re
 `page * size .. page * size + size - 1`; with a text filter it instead scores, exactly, every
 passage containing the text (case-insensitive), so filtered results are never missed.
 
-Links: an identifier in a passage (a token of at least [`MIN_ID_CHARS`] letters, digits, `-`
-or `_` with both a letter and a digit: a UUID, a ticket or part number) that other passages
-also hold is a link between them; [`MemoryStore::linked_identifiers`] finds the links out of
-a page of results, so a reader can follow a reference (a value that is itself a key, a part
-number defined elsewhere) instead of stopping at it.
+Identifiers shared between passages link them: see [`super::links`].
 */
 
 use super::codec::{last_id, scan, Row};
@@ -259,65 +255,6 @@ impl MemoryStore {
         all.sort_by(|a, b| b.1.total_cmp(&a.1));
         all.truncate(k);
         Ok(all)
-    }
-}
-
-/// Shortest token that counts as an identifier.
-pub const MIN_ID_CHARS: usize = 8;
-
-/// The identifiers in `text`, in order, each once (see the module doc).
-pub fn identifiers(text: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = vec![];
-    for t in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
-        let t = t.trim_matches(|c| c == '-' || c == '_');
-        let id = t.len() >= MIN_ID_CHARS
-            && t.chars().any(|c| c.is_ascii_digit())
-            && t.chars().any(|c| c.is_ascii_alphabetic());
-        if id && !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    out
-}
-
-impl MemoryStore {
-    /// Identifiers in the passages `shown` (not in `query`) that passages outside `shown` also
-    /// hold, each with how many such passages, in the order they are shown; at most `max`.
-    /// One scan of the agent's passages.
-    pub fn linked_identifiers(
-        &self,
-        agent: u64,
-        shown: &[&Passage],
-        query: &str,
-        max: usize,
-    ) -> Result<Vec<(String, usize)>> {
-        let query = query.to_lowercase();
-        // (as written, lowercase, passages outside `shown` holding it)
-        let mut ids: Vec<(String, String, usize)> = vec![];
-        for p in shown {
-            for t in identifiers(&p.text) {
-                let low = t.to_lowercase();
-                if !query.contains(&low) && !ids.iter().any(|x| x.1 == low) {
-                    ids.push((t.to_string(), low, 0));
-                }
-            }
-        }
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let shown_ids: Vec<u64> = shown.iter().map(|p| p.id).collect();
-        self.passages_where(agent, |p| {
-            if !shown_ids.contains(&p.id) {
-                let text = p.text.to_lowercase();
-                for (_, low, n) in ids.iter_mut() {
-                    if text.contains(low.as_str()) {
-                        *n += 1;
-                    }
-                }
-            }
-            false
-        })?;
-        Ok(ids.into_iter().filter(|x| x.2 > 0).take(max).map(|(t, _, n)| (t, n)).collect())
     }
 }
 

@@ -10,7 +10,8 @@ the stored vectors when missing, stale or unreadable ([`ArchivalIndex`]).
 - recall: [`MemoryStore::append_message`] (durable on return), [`MemoryStore::recall_search`]
   (case-insensitive text, newest first), [`MemoryStore::recall_by_date`] (inclusive UTC dates).
 - archival: [`MemoryStore::archival_insert`], [`MemoryStore::archival_search`],
-  [`MemoryStore::archival_delete`].
+  [`MemoryStore::archival_delete`]; identifiers shared by passages link them, and a page of
+  results comes with its links followed ([`MemoryStore::follow_links`]).
 - loaded documents: [`Source`] records committed atomically with their passages
   ([`MemoryStore::source_append`]), removed with [`MemoryStore::source_remove`].
 
@@ -33,6 +34,7 @@ mod codec;
 mod context_cache;
 mod import;
 mod index;
+mod links;
 mod migrate;
 pub mod rank;
 mod recall;
@@ -41,10 +43,11 @@ mod sources;
 mod tables;
 
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
-pub use archival::{identifiers, NewPassage, ScoredPassage};
+pub use archival::{NewPassage, ScoredPassage};
 pub use import::AgentRows;
 pub use index::ArchivalIndex;
-pub use recall::{named_speaker, parse_date, RecallFilter};
+pub use links::{identifiers, Followed, FollowedLinks, MAX_FANOUT, MIN_ID_CHARS};
+pub use recall::{named_speaker, parse_date, RecallFilter, RecallHits, SpeakerFilter};
 pub use records::{now_ms, AgentConfig, AgentRecord, Block, Message, MessageRole, Page, Passage, Summary};
 pub use sources::{source_key, source_name, Source};
 pub use tables::SCHEMA_VERSION;

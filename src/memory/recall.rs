@@ -25,19 +25,39 @@ use chrono::NaiveDate;
 use redb::TableHandle;
 
 /// What a recall search may return: messages older than `before` (an id), created on the
-/// days `from..=to` (UTC, either end open), said by `speaker` (a name, any case) if set.
+/// days `from..=to` (UTC, either end open), said by whom `speaker` allows.
 #[derive(Debug, Clone)]
 pub struct RecallFilter {
     pub before: u64,
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
-    pub speaker: Option<String>,
+    pub speaker: SpeakerFilter,
 }
 
 impl Default for RecallFilter {
     fn default() -> Self {
-        Self { before: u64::MAX, from: None, to: None, speaker: None }
+        Self { before: u64::MAX, from: None, to: None, speaker: SpeakerFilter::Any }
     }
+}
+
+/// Whose words a recall search keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SpeakerFilter {
+    /// Everyone's.
+    #[default]
+    Any,
+    /// One speaker's (a name, any case).
+    Is(String),
+    /// The speaker the query names, if [`named_speaker`] finds one among the conversation's
+    /// named speakers (resolved in the same scan that reads the messages).
+    NamedInQuery,
+}
+
+/// A page of recall results and the speaker they were limited to, if any.
+#[derive(Debug, Clone)]
+pub struct RecallHits {
+    pub page: Page<Message>,
+    pub speaker: Option<String>,
 }
 
 /// The one speaker among `speakers` that `query` names (a whole word, any case; a name of
@@ -278,12 +298,13 @@ impl MemoryStore {
 
     /// Conversation messages ranked by relevance to `query`, best first (see the module doc).
     pub fn recall_search(&self, agent: u64, query: &str, page: usize, size: usize) -> Result<Page<Message>> {
-        self.recall_search_filtered(agent, query, None, &RecallFilter::default(), page, size)
+        Ok(self.recall_search_filtered(agent, query, None, &RecallFilter::default(), page, size)?.page)
     }
 
     /// [`MemoryStore::recall_search`] within `filter` (an agent's search leaves out the turn it
-    /// runs in; dates narrow it); with the query's embedding, messages that have one are ranked
-    /// by BM25 and cosine similarity together (reciprocal rank fusion).
+    /// runs in; dates narrow it; a speaker filter keeps one speaker's words and reports whom);
+    /// with the query's embedding, messages that have one are ranked by BM25 and cosine
+    /// similarity together.
     pub fn recall_search_filtered(
         &self,
         agent: u64,
@@ -292,11 +313,31 @@ impl MemoryStore {
         filter: &RecallFilter,
         page: usize,
         size: usize,
-    ) -> Result<Page<Message>> {
+    ) -> Result<RecallHits> {
         let (start, end) = filter.range()?;
+        // One scan: the messages in range, each kept message's speaker, and every speaker's
+        // name in the order they first spoke (for a query that names one).
+        let mut names: Vec<String> = vec![];
+        let mut said_by: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
         let msgs = self.messages_where(agent, |m| {
-            m.id < filter.before && m.created_at >= start && m.created_at < end && m.conversation_text().is_some()
+            let speaker = m.speaker();
+            if let Some(n) = &speaker {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+            let keep =
+                m.id < filter.before && m.created_at >= start && m.created_at < end && m.conversation_text().is_some();
+            if let (true, Some(n)) = (keep, speaker) {
+                said_by.insert(m.id, n);
+            }
+            keep
         })?;
+        let speaker = match &filter.speaker {
+            SpeakerFilter::Any => None,
+            SpeakerFilter::Is(who) => Some(who.clone()),
+            SpeakerFilter::NamedInQuery => named_speaker(query, &names).map(str::to_string),
+        };
         let mut ranked = match query_vector {
             Some(q) => {
                 let vectors = self.message_vectors(agent)?;
@@ -304,24 +345,10 @@ impl MemoryStore {
             }
             None => rank_messages(msgs, query),
         };
-        if let Some(who) = &filter.speaker {
-            ranked.retain(|m| m.speaker().is_some_and(|s| s.eq_ignore_ascii_case(who)));
+        if let Some(who) = &speaker {
+            ranked.retain(|m| said_by.get(&m.id).is_some_and(|s| s.eq_ignore_ascii_case(who)));
         }
-        Ok(Page::of(ranked, page, size.max(1)))
-    }
-
-    /// The names of the conversation's named speakers, in the order they first spoke.
-    pub fn speakers(&self, agent: u64) -> Result<Vec<String>> {
-        let mut names: Vec<String> = vec![];
-        self.messages_where(agent, |m| {
-            if let Some(n) = m.speaker() {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-            false
-        })?;
-        Ok(names)
+        Ok(RecallHits { page: Page::of(ranked, page, size.max(1)), speaker })
     }
 
     /// Store embeddings of messages' conversation text (one transaction).
@@ -379,7 +406,7 @@ impl MemoryStore {
             (None, _) => self.recall_by_date(agent, from, to, page, size),
             (Some(q), true) => {
                 let within = RecallFilter { from, to, ..RecallFilter::default() };
-                self.recall_search_filtered(agent, q, None, &within, page, size)
+                Ok(self.recall_search_filtered(agent, q, None, &within, page, size)?.page)
             }
         }
     }

@@ -292,20 +292,25 @@ fn export_import_round_trips() {
     assert_eq!(again.without_ids(), ex.without_ids());
 }
 
+/// Store `text` as a passage of `source` (at `span`), embedded by the tiny test embedder.
+fn put_passage(s: &MemoryStore, agent: u64, text: &str, source: &str, span: &str) {
+    let vector = util::tiny_embedder().embed(&[text]).unwrap().remove(0);
+    let p = pagemind::memory::NewPassage {
+        text: text.into(),
+        source: source.into(),
+        span: span.into(),
+        metadata: json!({}),
+        vector,
+    };
+    s.archival_insert(agent, util::MINILM, p).unwrap();
+}
+
 #[test]
 fn a_document_agent_searches_first_and_always_answers_with_retrieved_sources() {
     let (_d, s) = setup();
     configure(&s, |c| c.search_first = true);
     let rec = s.agent("bot").unwrap();
-    let v = util::tiny_embedder().embed(&["The pump pressure limit is 8 bar."]).unwrap().remove(0);
-    let p = pagemind::memory::NewPassage {
-        text: "The pump pressure limit is 8 bar.".into(),
-        source: "/docs/pump.md".into(),
-        span: "lines 3-4".into(),
-        metadata: json!({}),
-        vector: v,
-    };
-    s.archival_insert(rec.id, util::MINILM, p).unwrap();
+    put_passage(&s, rec.id, "The pump pressure limit is 8 bar.", "/docs/pump.md", "lines 3-4");
     let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     // The model searches, then does something else instead of answering.
@@ -372,20 +377,11 @@ fn a_user_turn_opens_with_a_memory_search_unless_configured_otherwise() {
 fn a_function_result_too_big_for_the_window_is_cut_to_fit() {
     let (_d, s) = setup();
     let rec = s.agent("bot").unwrap();
-    // Three passages of UUID-like text, 2,900 characters each: more than half the window in
+    // Three passages of UUID-like text, 2,886 characters each: more than half the window in
     // the tiny model's tokens. Their ids differ in the last digit, so none links to another.
     for k in 0..3 {
-        let text: String = (0..80).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c9{k} ")).collect::<String>();
-        let text: String = text.chars().take(2900).collect();
-        let v = util::tiny_embedder().embed(&[text.as_str()]).unwrap().remove(0);
-        let p = pagemind::memory::NewPassage {
-            text: text.clone(),
-            source: "kv".into(),
-            span: String::new(),
-            metadata: json!({}),
-            vector: v,
-        };
-        s.archival_insert(rec.id, util::MINILM, p).unwrap();
+        let text: String = (0..78).map(|i| format!("{i:08x}-ab10-41d0-b646-e1f40a097c9{k} ")).collect::<String>();
+        put_passage(&s, rec.id, &text, "kv", "");
     }
     let window = w(1280);
     let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(window)).unwrap();
@@ -489,13 +485,15 @@ fn a_search_naming_one_speaker_finds_only_what_that_speaker_said() {
             a.record.id,
             "race",
             None,
-            &pagemind::memory::RecallFilter { speaker: Some("mel".into()), ..Default::default() },
+            &pagemind::memory::RecallFilter {
+                speaker: pagemind::memory::SpeakerFilter::Is("mel".into()),
+                ..Default::default()
+            },
             0,
             5,
         )
         .unwrap();
-    assert_eq!(p.total, 2, "a speaker filter matches names in any case");
-    assert_eq!(s.speakers(a.record.id).unwrap(), ["Mel", "Caro"]);
+    assert_eq!((p.page.total, p.speaker.as_deref()), (2, Some("mel")), "a speaker filter matches names in any case");
     let speakers = ["Ana Lima".to_string(), "Bo".to_string()];
     assert_eq!(pagemind::memory::named_speaker("ana's trip", &speakers), Some("Ana Lima"));
     assert_eq!(pagemind::memory::named_speaker("banana trip", &speakers), None, "whole words only");
@@ -504,47 +502,55 @@ fn a_search_naming_one_speaker_finds_only_what_that_speaker_said() {
 }
 
 #[test]
-fn an_archival_result_names_the_identifiers_it_shares_with_other_passages() {
+fn an_archival_result_follows_the_identifiers_it_shares_with_a_few_passages_and_names_hubs() {
     let (_d, s) = setup();
     let rec = s.agent("bot").unwrap();
     let texts = [
         "Ticket PUMP-2231 was closed: see part AX-99871 for the fix.",
-        "Part AX-99871 is the 8 bar relief valve.",
-        "Ticket PUMP-2232 is about the paint colour.",
-        "The ax-99871 valve ships in May.",
+        "Part ax-99871 is the relief valve of kit KIT-00417B.",
+        "Kit KIT-00417B ships in May from depot DEPOT-77A1.",
+        "Ticket PUMP-2232 is about the paint colour RAL-9010X.",
+        "Paint RAL-9010X is white.",
+        "RAL-9010X is used on every pump.",
+        "Stock of RAL-9010X is low.",
     ];
     for t in texts {
-        let v = util::tiny_embedder().embed(&[t]).unwrap().remove(0);
-        let p = pagemind::memory::NewPassage {
-            text: t.into(),
-            source: "tickets".into(),
-            span: String::new(),
-            metadata: json!({}),
-            vector: v,
-        };
-        s.archival_insert(rec.id, util::MINILM, p).unwrap();
+        put_passage(&s, rec.id, t, "tickets", "");
     }
     let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
     let mut sc = Script::default();
     let search = |q: &str| call("archival_memory_search", json!({"query": q, "page": 1}));
-    sc.calls.extend([search("PUMP-2231"), search("paint colour PUMP-2232"), say("See part AX-99871.")]);
+    sc.calls.extend([search("PUMP-2231"), search("PUMP-2232"), search("ax-99871"), say("Kit KIT-00417B.")]);
     let r = a.turn(&mut sc, "What fixed ticket PUMP-2231?", &mut Collect(vec![])).unwrap();
-    let linked = &r.steps[0].result;
-    // The verbatim match alone, then the part number it names, which two other passages hold
-    // (in any case); the ticket number searched for is not a link.
-    assert!(linked.starts_with("Showing 1 of 1 results"), "{linked}");
-    assert!(
-        linked.ends_with("\nLink: \"AX-99871\" is also in 2 other passages; search for it to follow the link."),
-        "{linked}"
-    );
-    assert_eq!(linked.matches("Link:").count(), 1, "{linked}");
-    // No identifier shared with a passage outside the page: no link.
-    assert!(!r.steps[1].result.contains("Link:"), "{}", r.steps[1].result);
+    // The verbatim match alone, then the part it names (matched in any case), the kit that
+    // part names, and where the links end; the ticket number searched for is not followed.
     assert_eq!(
-        pagemind::memory::identifiers("uuid 60ceb27d-3410-461d-936a-a5bb0415f174, on 2023-10-20 at 12345678 (v2)"),
-        ["60ceb27d-3410-461d-936a-a5bb0415f174"],
-        "a letter and a digit, eight characters or more"
+        r.steps[0].result,
+        "Showing 1 of 1 results (page 1/1):\n1. [source: tickets] Ticket PUMP-2231 was closed: see part AX-99871 for the fix.\n\
+         Followed links (passages that hold an identifier shown above), ending at \"DEPOT-77A1\" (is in no other \
+         passage):\n\
+         - [source: tickets] Part ax-99871 is the relief valve of kit KIT-00417B.\n\
+         - [source: tickets] Kit KIT-00417B ships in May from depot DEPOT-77A1."
     );
+    // The next step is told where the links end, last before it.
+    let next = model().tokenizer.decode(&sc.prompts[1], false).unwrap();
+    // (in the JSON of the function result)
+    assert!(next.contains(r#"the followed links end at \"DEPOT-77A1\": reply with that."#), "{next}");
+    // An identifier three other passages hold is a hub: named, not followed.
+    let hub = &r.steps[1].result;
+    assert!(!hub.contains("Followed links"), "{hub}");
+    assert!(
+        hub.ends_with("\nLink: \"RAL-9010X\" is also in 3 other passages; search for it to follow the link."),
+        "{hub}"
+    );
+    // Passages reached by a link are sources of the turn, like the results they hang from, and
+    // a search of what they hold finds nothing new: the first is shown again.
+    assert_eq!(
+        r.steps[2].result,
+        "Nothing new: it is only in the 2 passages shown earlier in this turn, the first: \
+         [source: tickets] Ticket PUMP-2231 was closed: see part AX-99871 for the fix."
+    );
+    assert_eq!(r.retrieved.len(), 4, "{:?}", r.retrieved);
 }
 
 #[test]

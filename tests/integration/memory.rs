@@ -93,7 +93,8 @@ fn recall_search_with_meaning_also_finds_the_reply_next_to_a_match() {
             0,
             3,
         )
-        .unwrap();
+        .unwrap()
+        .page;
     let got: Vec<&str> = p.items.iter().map(|m| m.content.as_str()).collect();
     // The match, then the reply that shares no word with the query (a neighbour of the match,
     // newer than the greeting before it, which ties), both above the match of "read" alone.
@@ -135,6 +136,34 @@ fn core_memory_limits_are_enforced_and_failed_edits_change_nothing() {
     assert!(err.contains("does not contain the exact text"), "{err}");
     assert!(s.core_append(a.id, "nope", "x").unwrap_err().to_string().contains("persona, human"));
     assert_eq!(s.block(a.id, "human").unwrap(), before);
+}
+
+#[test]
+fn following_links_stops_at_the_end_of_a_chain_or_at_a_limit_and_says_which() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    // key0 -> key1 -> ... -> key7: each passage holds a key and the next.
+    let key = |i: u64| format!("key{i:05}x");
+    let mut first = None;
+    for i in 0..7u64 {
+        let p = s.archival_insert(a.id, "e", passage(&format!("\"{}\": \"{}\"", key(i), key(i + 1)), unit(i))).unwrap();
+        first.get_or_insert(p);
+    }
+    let first = first.unwrap();
+    let vias = |w: &pagemind::memory::FollowedLinks| w.followed.iter().map(|f| f.via.clone()).collect::<Vec<_>>();
+    // Far enough: six passages, and the chain ends at key7, which no other passage holds.
+    let w = s.follow_links(a.id, &[&first], &key(0), 10, 10).unwrap();
+    assert_eq!(vias(&w), (1..7).map(key).collect::<Vec<_>>());
+    assert_eq!(w.ends, [key(7)]);
+    // Stopped by the hop limit or the passage limit: where the chain ends is not known.
+    let w = s.follow_links(a.id, &[&first], &key(0), 3, 10).unwrap();
+    assert_eq!((vias(&w), w.ends.is_empty()), ((1..4).map(key).collect::<Vec<_>>(), true));
+    let w = s.follow_links(a.id, &[&first], &key(0), 10, 2).unwrap();
+    assert_eq!((vias(&w), w.ends.is_empty()), ((1..3).map(key).collect::<Vec<_>>(), true));
+    // The identifier asked about is not followed back.
+    let last = s.passages_where(a.id, |p| p.text.contains(&key(7))).unwrap().remove(0);
+    let w = s.follow_links(a.id, &[&last], &key(6), 10, 10).unwrap();
+    assert!(w.followed.is_empty() && w.ends.is_empty(), "{w:?}");
 }
 
 #[test]
