@@ -269,17 +269,11 @@ impl Agent<'_> {
                     if q.trim().chars().count() >= 3 {
                         let (exact, skipped) =
                             self.store.archival_search_containing(id, &v, q.trim(), &skip, page, size)?;
-                        if skipped > 0 {
-                            let needle = q.trim().to_lowercase();
-                            let first = self
-                                .retrieved
-                                .iter()
-                                .find(|p| p.text.to_lowercase().contains(&needle))
-                                .map(|p| cited(p).chars().take(FOLLOWED_CHARS).collect::<String>())
-                                .unwrap_or_default();
-                            seen_note = Some(super::prompts::shown_before(skipped, exact.total > 0, &first));
+                        if let Some(first) = skipped.first() {
+                            let first: String = cited(first).chars().take(FOLLOWED_CHARS).collect();
+                            seen_note = Some(super::prompts::shown_before(skipped.len(), exact.total > 0, &first));
                         }
-                        if exact.total > 0 || skipped > 0 {
+                        if exact.total > 0 || !skipped.is_empty() {
                             return Ok(exact);
                         }
                     }
@@ -303,10 +297,11 @@ impl Agent<'_> {
                         let text = listing(&p, self.result_limit, |n, s| format!("{n}. {}", cited(&s.passage)));
                         let shown: Vec<&crate::memory::Passage> = p.items.iter().map(|s| &s.passage).collect();
                         let walk = self.store.follow_links(id, &shown, q, FOLLOW_HOPS, FOLLOW_MAX)?;
-                        let mut all = shown;
-                        all.extend(walk.followed.iter().map(|f| &f.passage));
-                        let links = self.store.linked_identifiers(id, &all, q, MAX_LINKS)?;
+                        let links: Vec<(String, usize)> = walk.unfollowed.iter().take(MAX_LINKS).cloned().collect();
                         let (below, state) = links_text(&walk, &links);
+                        if let Some(c) = super::chain::Chain::of(&walk) {
+                            self.chain = Some(c);
+                        }
                         let text = text.map(|t| match &seen_note {
                             Some(n) => format!("{n}\n{t}{below}"),
                             None => format!("{t}{below}"),

@@ -13,6 +13,7 @@ threshold and, at the flush threshold, evicts the oldest messages into a new rec
 Decoding goes through a [`StepModel`], so the loop is tested against a scripted stand-in.
 */
 
+mod chain;
 mod consolidate;
 mod context;
 mod echo;
@@ -298,6 +299,8 @@ pub struct Agent<'a> {
     pub page_size: usize,
     pub result_limit: usize,
     retrieved: Vec<Passage>,
+    /// Where the links an archival search followed this turn end ([`chain`]).
+    chain: Option<chain::Chain>,
     /// Archival searches run in the current turn (bounded by the config's `max_searches`).
     searches: usize,
     /// Id of the message that started the current turn: recall search sees only older ones.
@@ -342,6 +345,7 @@ impl<'a> Agent<'a> {
             page_size: PAGE_SIZE,
             result_limit: RESULT_LIMIT,
             retrieved: vec![],
+            chain: None,
             searches: 0,
             turn_floor: u64::MAX,
             replay_time: None,
@@ -541,6 +545,7 @@ impl<'a> Agent<'a> {
     pub fn run_steps(&mut self, steps: &mut dyn StepModel, obs: &mut dyn Observer) -> Result<TurnResult> {
         let mut out = TurnResult::default();
         self.retrieved.clear();
+        self.chain = None;
         self.searches = 0;
         let queue = self.store.context_messages(self.record.id)?;
         // Recall search looks at what was said before this turn, not at the turn itself.
@@ -566,7 +571,7 @@ impl<'a> Agent<'a> {
         let memory_first = self.record.config.memory_first && user_turn && max > 1 && !memory_rule.is_empty();
         let mut retried = 0;
         let mut answer_forced = false;
-        let mut echo_refused = false;
+        let mut refused = false;
         let mut i = 0;
         while i < max {
             self.manage_pressure(steps, &mut out, i == 0)?;
@@ -626,13 +631,18 @@ impl<'a> Agent<'a> {
             if cancelled {
                 return Err(Error::Cancelled);
             }
-            let echo = call.function == SEND_MESSAGE
-                && !echo_refused
-                && i + 1 < max
-                && question
-                    .as_deref()
-                    .is_some_and(|q| echo::echoes(call.arguments["message"].as_str().unwrap_or(""), q));
-            self.push(Message { unsent: echo, ..Message::new(MessageRole::Assistant, text) })?;
+            // The guards (`echo`, `chain`) refuse one reply a turn, never on the last step.
+            let reply = call.arguments["message"].as_str().unwrap_or("");
+            let refusal = if call.function != SEND_MESSAGE || refused || i + 1 >= max {
+                None
+            } else if question.as_deref().is_some_and(|q| echo::echoes(reply, q)) {
+                Some((prompts::ECHOED.to_string(), "repeats the user"))
+            } else {
+                let short =
+                    self.chain.as_ref().and_then(|c| Some(prompts::short_of_end(c.stops_short(reply)?, &c.end)));
+                short.map(|t| (t, "stops at a link"))
+            };
+            self.push(Message { unsent: refusal.is_some(), ..Message::new(MessageRole::Assistant, text) })?;
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }
@@ -644,9 +654,9 @@ impl<'a> Agent<'a> {
             let outcome = if repeated {
                 answer_forced = true;
                 Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))
-            } else if echo {
-                (answer_forced, echo_refused) = (true, true);
-                Outcome::new(Err(prompts::ECHOED.to_string()), format!("{SEND_MESSAGE} -> refused: repeats the user"))
+            } else if let Some((why, what)) = refusal {
+                (answer_forced, refused) = (true, true);
+                Outcome::new(Err(why), format!("{SEND_MESSAGE} -> refused: {what}"))
             } else {
                 self.run_tool(&call, question.as_deref())?
             };

@@ -89,7 +89,7 @@ pub fn summary_message(covered: u64, text: &str) -> String {
 }
 
 /// The line under archival results for an identifier they show that `n` other passages hold
-/// (`MemoryStore::linked_identifiers`).
+/// and that were not followed (`FollowedLinks::unfollowed`).
 pub fn linked(identifier: &str, n: usize) -> String {
     let other = if n == 1 { "1 other passage".to_string() } else { format!("{n} other passages") };
     format!("Link: \"{identifier}\" is also in {other}; search for it to follow the link.")
@@ -176,6 +176,14 @@ pub const SAME_SEARCH: &str =
 
 /// The result of a `send_message` that only repeated the user's words (see `echo`).
 pub const ECHOED: &str = "Not sent: that message repeats the user's own words back to them. Send your own reply: what you know or found that answers them.";
+
+/// The result of a `send_message` that named `link`, an identifier this turn's followed links
+/// went through, and not `end`, where they end (see `chain`).
+pub fn short_of_end(link: &str, end: &str) -> String {
+    format!(
+        "Not sent: \"{link}\" is not where the links end: it leads on to another passage, and the followed links end at \"{end}\". If the user asked what the links lead to, reply with \"{end}\"; if they asked for \"{link}\" itself, send the same reply again."
+    )
+}
 
 /// A user's message quoted for restating, cut to [`QUESTION_CHARS`] characters.
 fn quoted(question: &str) -> String {

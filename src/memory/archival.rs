@@ -220,7 +220,7 @@ impl MemoryStore {
     }
 
     /// The passages containing `text` (any case) but not those in `skip`, ranked by cosine
-    /// similarity to `query` (exactly, every one scored); and how many `skip` left out.
+    /// similarity to `query` (exactly, every one scored); and those `skip` left out, in its order.
     pub fn archival_search_containing(
         &self,
         agent: u64,
@@ -229,19 +229,20 @@ impl MemoryStore {
         skip: &[u64],
         page: usize,
         size: usize,
-    ) -> Result<(Page<ScoredPassage>, usize)> {
+    ) -> Result<(Page<ScoredPassage>, Vec<Passage>)> {
         let f = text.to_lowercase();
         let mut hits = vec![];
-        let mut skipped = 0;
+        let mut skipped = vec![];
         for p in self.passages_where(agent, |p| p.text.to_lowercase().contains(&f))? {
             if skip.contains(&p.id) {
-                skipped += 1;
+                skipped.push(p);
                 continue;
             }
             let v = self.passage_vector(agent, p.id)?.unwrap_or_default();
             hits.push(ScoredPassage { score: dot(query, &v), passage: p });
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        skipped.sort_by_key(|p| skip.iter().position(|s| *s == p.id));
         Ok((Page::of(hits, page, size.max(1)), skipped))
     }
 

@@ -9,7 +9,7 @@ was a link, Qwen2.5-1.5B still replied with it in 4 of 5 nested-KV items at leve
 So a page of archival results comes with its links followed ([`MemoryStore::follow_links`]):
 breadth first from the identifiers the results show, a few hops deep, through identifiers that
 few passages hold (an identifier every ticket names is a hub, not a reference: following it
-would flood the page; it is named instead, [`MemoryStore::linked_identifiers`]). Where a
+would flood the page; it is named instead, [`FollowedLinks::unfollowed`]). Where a
 followed chain stops because its last identifiers are in no other passage, the result says so.
 */
 
@@ -56,6 +56,12 @@ pub struct FollowedLinks {
     /// Identifiers that followed passages introduced and no other passage holds: where the
     /// links end. Empty when the hop or passage limit stopped the walk first.
     pub ends: Vec<String>,
+    /// Identifiers shown (in the results or in passages reached) that other passages hold and
+    /// that were not followed, with how many passages hold them: hubs (more than
+    /// [`MAX_FANOUT`]) and those a limit left, in the order met.
+    pub unfollowed: Vec<(String, usize)>,
+    /// Whether the hop or passage limit left links unfollowed.
+    pub limited: bool,
 }
 
 /// An identifier: as written, and lowercase (matching ignores case).
@@ -71,47 +77,11 @@ fn held(text: &str) -> HashSet<String> {
 }
 
 impl MemoryStore {
-    /// Identifiers in the passages `shown` (not in `query`) that passages outside `shown` also
-    /// hold, each with how many such passages, in the order they are shown; at most `max`.
-    /// One scan of the agent's passages.
-    pub fn linked_identifiers(
-        &self,
-        agent: u64,
-        shown: &[&Passage],
-        query: &str,
-        max: usize,
-    ) -> Result<Vec<(String, usize)>> {
-        let query = query.to_lowercase();
-        // (as written, lowercase, passages outside `shown` holding it)
-        let mut ids: Vec<(String, String, usize)> = vec![];
-        for p in shown {
-            for (t, low) in idents_of(&p.text) {
-                if !query.contains(&low) && !ids.iter().any(|x| x.1 == low) {
-                    ids.push((t, low, 0));
-                }
-            }
-        }
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let shown_ids: Vec<u64> = shown.iter().map(|p| p.id).collect();
-        self.passages_where(agent, |p| {
-            if !shown_ids.contains(&p.id) {
-                let held = held(&p.text);
-                for (_, low, n) in ids.iter_mut() {
-                    if held.contains(low) {
-                        *n += 1;
-                    }
-                }
-            }
-            false
-        })?;
-        Ok(ids.into_iter().filter(|x| x.2 > 0).take(max).map(|(t, _, n)| (t, n)).collect())
-    }
-
     /// Follow the links out of the passages `shown`: up to `hops` rounds (one scan of the
     /// agent's passages each), through identifiers not in `query` that at most [`MAX_FANOUT`]
-    /// other passages hold, reaching at most `max` passages (see the module doc).
+    /// other passages hold, reaching at most `max` passages (see the module doc). Identifiers
+    /// not followed (hubs, or those a limit left) are returned with their counts; finding
+    /// those the hop limit left takes one more scan.
     pub fn follow_links(
         &self,
         agent: u64,
@@ -132,47 +102,57 @@ impl MemoryStore {
             }
         }
         let mut out = FollowedLinks::default();
-        for hop in 0..hops {
-            if frontier.is_empty() || out.followed.len() >= max {
-                return Ok(out);
+        for hop in 0..=hops {
+            if frontier.is_empty() {
+                break;
             }
-            // Each unvisited passage holding a frontier identifier, by the first it holds.
+            // Per frontier identifier: the unvisited passages holding it, and each unvisited
+            // passage once, under the first frontier identifier it holds.
+            let mut counts = vec![0; frontier.len()];
             let mut reached: Vec<Vec<Passage>> = vec![vec![]; frontier.len()];
             self.passages_where(agent, |p| {
                 if !visited.contains(&p.id) {
                     let held = held(&p.text);
-                    if let Some(i) = frontier.iter().position(|f| held.contains(&f.1)) {
-                        reached[i].push(p.clone());
+                    let mut first = true;
+                    for (i, f) in frontier.iter().enumerate() {
+                        if held.contains(&f.1) {
+                            counts[i] += 1;
+                            if std::mem::take(&mut first) {
+                                reached[i].push(p.clone());
+                            }
+                        }
                     }
                 }
                 false
             })?;
             let mut next = vec![];
-            for (ident, passages) in frontier.iter().zip(reached) {
-                if passages.is_empty() && hop > 0 {
-                    out.ends.push(ident.0.clone());
-                }
-                if passages.len() > MAX_FANOUT {
-                    continue;
-                }
-                for p in passages {
-                    if out.followed.len() >= max {
-                        out.ends.clear();
-                        return Ok(out);
+            for ((ident, passages), n) in frontier.into_iter().zip(reached).zip(counts) {
+                let limited = hop == hops || out.followed.len() + passages.len() > max;
+                if n == 0 {
+                    if hop > 0 {
+                        out.ends.push(ident.0);
                     }
-                    visited.insert(p.id);
-                    for i in idents_of(&p.text) {
-                        if known.insert(i.1.clone()) {
-                            next.push(i);
+                } else if n > MAX_FANOUT || limited {
+                    out.unfollowed.push((ident.0, n));
+                    if limited {
+                        out.limited = true;
+                    }
+                } else {
+                    for p in passages {
+                        visited.insert(p.id);
+                        for i in idents_of(&p.text) {
+                            if known.insert(i.1.clone()) {
+                                next.push(i);
+                            }
                         }
+                        out.followed.push(Followed { via: ident.0.clone(), passage: p });
                     }
-                    out.followed.push(Followed { via: ident.0.clone(), passage: p });
                 }
             }
             frontier = next;
         }
-        if !frontier.is_empty() {
-            out.ends.clear(); // stopped by the hop limit: where the links end is not known
+        if out.limited {
+            out.ends.clear(); // a limit stopped the walk: where the links end is not known
         }
         Ok(out)
     }

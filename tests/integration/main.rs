@@ -8,6 +8,7 @@ mod util;
 
 mod agent;
 mod agent_llm;
+mod agent_search;
 mod bench;
 mod browser;
 mod cli_errors;

@@ -156,10 +156,22 @@ fn following_links_stops_at_the_end_of_a_chain_or_at_a_limit_and_says_which() {
     assert_eq!(vias(&w), (1..7).map(key).collect::<Vec<_>>());
     assert_eq!(w.ends, [key(7)]);
     // Stopped by the hop limit or the passage limit: where the chain ends is not known.
+    // The identifier the limit left is named with the passages holding it.
+    assert!(w.unfollowed.is_empty() && !w.limited);
     let w = s.follow_links(a.id, &[&first], &key(0), 3, 10).unwrap();
     assert_eq!((vias(&w), w.ends.is_empty()), ((1..4).map(key).collect::<Vec<_>>(), true));
+    assert_eq!((w.unfollowed, w.limited), (vec![(key(4), 1)], true));
     let w = s.follow_links(a.id, &[&first], &key(0), 10, 2).unwrap();
     assert_eq!((vias(&w), w.ends.is_empty()), ((1..3).map(key).collect::<Vec<_>>(), true));
+    assert_eq!((w.unfollowed, w.limited), (vec![(key(3), 1)], true));
+    // An identifier more than two other passages hold is a hub: counted, not followed.
+    let hub = s.archival_insert(a.id, "e", passage("ticket HUB0001A opened", unit(20))).unwrap();
+    for i in 0..3u64 {
+        s.archival_insert(a.id, "e", passage(&format!("note {i} on HUB0001A"), unit(21 + i))).unwrap();
+    }
+    let w = s.follow_links(a.id, &[&hub], "ticket", 10, 10).unwrap();
+    assert!(w.followed.is_empty() && w.ends.is_empty() && !w.limited, "{w:?}");
+    assert_eq!(w.unfollowed, [("HUB0001A".to_string(), 3)]);
     // The identifier asked about is not followed back.
     let last = s.passages_where(a.id, |p| p.text.contains(&key(7))).unwrap().remove(0);
     let w = s.follow_links(a.id, &[&last], &key(6), 10, 10).unwrap();
