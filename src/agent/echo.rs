@@ -21,7 +21,7 @@ first 60 questions (session 17), most of them options picked from such questions
 pub const MIN_WORDS: usize = 3;
 
 /// Lowercase runs of letters and digits ("cat's" gives "cat", "s").
-fn words(text: &str) -> Vec<String> {
+pub(super) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 

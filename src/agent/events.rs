@@ -8,23 +8,25 @@ alert, a function result or a heartbeat.
 use crate::grammar::StepFormat;
 use crate::memory::{Message, MessageRole};
 use crate::runtime::ChatMessage;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
-fn now_str() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string()
+/// An event's time as the model sees it: to the minute, as user messages show it.
+fn time_str(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M").to_string()
 }
 
-/// A message from the user.
+/// A message from the user, sent now (stamped when stored).
 pub fn user_message(text: &str) -> Message {
-    let mut m = user_message_at(text, None, chrono::Utc::now());
-    m.created_at = 0; // stamped when stored
+    let mut m = user_message_at(text, None, Utc::now());
+    m.created_at = 0;
     m
 }
 
 /// A message from the user, sent at `at`. In a conversation of several people, `name` says
 /// who spoke (as chat APIs' `name` field does); it is shown in search results but not embedded.
-pub fn user_message_at(text: &str, name: Option<&str>, at: chrono::DateTime<chrono::Utc>) -> Message {
-    let time = at.format("%Y-%m-%d %H:%M").to_string();
+pub fn user_message_at(text: &str, name: Option<&str>, at: DateTime<Utc>) -> Message {
+    let time = time_str(at);
     let v = match name {
         Some(n) => json!({"type": "user_message", "name": n, "message": text, "time": time}),
         None => json!({"type": "user_message", "message": text, "time": time}),
@@ -34,30 +36,33 @@ pub fn user_message_at(text: &str, name: Option<&str>, at: chrono::DateTime<chro
     m
 }
 
-/// The first event of a session.
-pub fn login(last_login: Option<i64>) -> Message {
+/// The first event of a session, at `at`.
+pub fn login(last_login: Option<i64>, at: DateTime<Utc>) -> Message {
     let last = last_login
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "never (first login)".into());
-    Message::new(MessageRole::System, json!({"type": "login", "last_login": last, "time": now_str()}).to_string())
+    Message::new(MessageRole::System, json!({"type": "login", "last_login": last, "time": time_str(at)}).to_string())
 }
 
-/// A system alert (e.g. memory pressure).
-pub fn system_alert(text: &str) -> Message {
-    Message::new(MessageRole::System, json!({"type": "system_alert", "message": text, "time": now_str()}).to_string())
+/// A system alert (e.g. memory pressure), at `at`.
+pub fn system_alert(text: &str, at: DateTime<Utc>) -> Message {
+    Message::new(
+        MessageRole::System,
+        json!({"type": "system_alert", "message": text, "time": time_str(at)}).to_string(),
+    )
 }
 
-/// A heartbeat: control returns to the agent without user input.
-pub fn heartbeat(reason: &str) -> Message {
-    Message::new(MessageRole::System, json!({"type": "heartbeat", "reason": reason, "time": now_str()}).to_string())
+/// A heartbeat at `at`: control returns to the agent without user input.
+pub fn heartbeat(reason: &str, at: DateTime<Utc>) -> Message {
+    Message::new(MessageRole::System, json!({"type": "heartbeat", "reason": reason, "time": time_str(at)}).to_string())
 }
 
-/// A function's result (`ok == false`: the error text goes back to the model).
-pub fn function_result(function: &str, ok: bool, text: &str) -> Message {
+/// A function's result at `at` (`ok == false`: the error text goes back to the model).
+pub fn function_result(function: &str, ok: bool, text: &str, at: DateTime<Utc>) -> Message {
     let mut m = Message::new(
         MessageRole::Function,
-        json!({"type": "function_result", "function": function, "status": if ok { "OK" } else { "Failed" }, "message": text, "time": now_str()})
+        json!({"type": "function_result", "function": function, "status": if ok { "OK" } else { "Failed" }, "message": text, "time": time_str(at)})
             .to_string(),
     );
     m.name = Some(function.to_string());

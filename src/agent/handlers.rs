@@ -11,6 +11,7 @@ A search that found something ends its result with the user's question
 last message they see, and after a page of results that is a result, not the question.
 */
 
+use super::core_guard;
 use super::prompts::{self, Links};
 use super::Agent;
 use crate::grammar::ToolCall;
@@ -155,11 +156,17 @@ fn recall_line(n: usize, m: &crate::memory::Message) -> String {
     }
 }
 
+/// Core memory leaves at least 1/`QUEUE_SHARE` of the window to the queue: room for a search's
+/// results beside the call that asked for them. (An eighth left about 40 tokens for a result at
+/// a 1,024-token window once consolidation and the model had filled the blocks: six facts,
+/// session 21, results cut after their first line.)
+pub const QUEUE_SHARE: usize = 4;
+
 impl Agent<'_> {
     /// Whether core memory can take `added` in place of `removed` and still leave the window
-    /// room for the summary, one step and an eighth of the window of queue: core memory is
-    /// always in the prompt, so its budget follows the window, not only the blocks' character
-    /// limits (a 1,024-token window has ~160 tokens for it).
+    /// room for the summary, one step and [`QUEUE_SHARE`] of the window of queue: core memory
+    /// is always in the prompt, so its budget follows the window, not only the blocks'
+    /// character limits.
     pub(super) fn core_room(&self, added: &str, removed: &str) -> Result<std::result::Result<(), String>> {
         let count = |s: &str| self.model.tokenizer.encode(s, false).map(|t| t.len());
         let blocks = self.store.blocks(self.record.id)?;
@@ -168,7 +175,7 @@ impl Agent<'_> {
             count(&self.instructions)?
                 + super::pressure::summary_budget(self.window)
                 + super::step_reserve(self.window)
-                + self.window / 8,
+                + self.window / QUEUE_SHARE,
         );
         let after = (now + count(added)? + 2).saturating_sub(count(removed)?);
         if after > budget && !added.is_empty() {
@@ -177,6 +184,32 @@ impl Agent<'_> {
             )));
         }
         Ok(Ok(()))
+    }
+
+    /// Why a write of `added` in place of `removed` to block `label` only copies
+    /// ([`super::core_guard`]): a sentence the block holds, or the user's words about
+    /// themselves written into the persona. `None`: it may be written.
+    fn core_copy(&self, label: &str, added: &str, removed: &str) -> Result<Option<String>> {
+        let id = self.record.id;
+        let Some(block) = self.store.blocks(id)?.into_iter().find(|b| b.label == label) else {
+            return Ok(None); // the store names the missing block
+        };
+        if let Some(s) = core_guard::already_held(&block.value, added, removed) {
+            return Ok(Some(format!(
+                "Not saved: core memory block '{label}' already holds \"{s}\". Save only what it does not hold yet."
+            )));
+        }
+        if label == core_guard::PERSONA_BLOCK {
+            let said: Vec<String> =
+                self.store.context_messages(id)?.iter().filter_map(super::events::user_text).collect();
+            if let Some(s) = core_guard::users_words(added, &said) {
+                return Ok(Some(format!(
+                    "Not saved: \"{s}\" is what the user said about themselves, and block '{label}' is about you. Save facts about the user in block '{}'.",
+                    super::consolidate::HUMAN_BLOCK
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Run the handler of `call`, in a turn answering `question` (a user turn's message).
@@ -216,6 +249,10 @@ impl Agent<'_> {
                 let append = builtin == Builtin::CoreMemoryAppend;
                 let (added, removed) =
                     if append { (arg(a, "content"), "") } else { (arg(a, "new_content"), arg(a, "old_content")) };
+                if let Some(e) = self.core_copy(label, added, removed)? {
+                    let summary = format!("{} {label} -> refused: a copy", call.function);
+                    return Ok(Outcome::new(Err(e), summary));
+                }
                 if let Err(e) = self.core_room(added, removed)? {
                     let summary = format!("{} {label} -> full", call.function);
                     return Ok(Outcome::new(Err(e), summary));

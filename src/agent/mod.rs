@@ -16,6 +16,7 @@ Decoding goes through a [`StepModel`], so the loop is tested against a scripted 
 mod chain;
 mod consolidate;
 mod context;
+mod core_guard;
 mod echo;
 mod events;
 mod export;
@@ -305,9 +306,9 @@ pub struct Agent<'a> {
     searches: usize,
     /// Id of the message that started the current turn: recall search sees only older ones.
     turn_floor: u64,
-    /// The time of a replayed turn ([`Agent::turn_at`]), in ms: every message of that turn is
-    /// stamped with it, so recall shows the agent's replies beside the message they answer.
-    replay_time: Option<i64>,
+    /// The agent's clock ([`Agent::set_clock`]), in ms; `None`: the wall clock. Every event
+    /// of a turn (its messages' times and the times the model reads) comes from it.
+    clock: Option<i64>,
 }
 
 impl<'a> Agent<'a> {
@@ -348,14 +349,14 @@ impl<'a> Agent<'a> {
             chain: None,
             searches: 0,
             turn_floor: u64::MAX,
-            replay_time: None,
+            clock: None,
         };
         a.load_working_context()?;
         // A process killed while saving KV state left its temporary file; this one holds the
         // store's lock, so no other is saving now.
         crate::runtime::remove_stale_temp_files(&store.kv_dir());
         if a.store.get_state(a.record.id, SHOWING_STATE)?.is_some_and(|v| v == serde_json::json!(true)) {
-            a.push(events::system_alert(prompts::CUT_OFF))?;
+            a.push(events::system_alert(prompts::CUT_OFF, a.now()))?;
             a.store.set_state(a.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
         }
         let system = a.fixed_tokens;
@@ -457,7 +458,7 @@ impl<'a> Agent<'a> {
     /// the agent sent) are also embedded for recall search when an embedder is loaded.
     pub fn push(&self, mut m: Message) -> Result<Message> {
         if m.created_at == 0 {
-            m.created_at = self.replay_time.unwrap_or(0);
+            m.created_at = self.clock.unwrap_or(0);
         }
         m.tokens = self.message_tokens(&m)? as u32;
         m.counted_by = self.model.count_tag();
@@ -479,11 +480,24 @@ impl<'a> Agent<'a> {
         Ok(self.model.tokenizer.encode(&m.content, true)?.len())
     }
 
+    /// Stop the agent's clock at `at` (`None`: follow the wall clock again). Events then carry
+    /// that time whatever the hour, so a run is repeatable: an evaluation asks its questions
+    /// at a fixed time, and a model that reads the minute of each function result reads the
+    /// same prompt on every run.
+    pub fn set_clock(&mut self, at: Option<chrono::DateTime<chrono::Utc>>) {
+        self.clock = at.map(|t| t.timestamp_millis());
+    }
+
+    /// The time by the agent's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_else(chrono::Utc::now)
+    }
+
     /// The login event that starts a session.
     pub fn login(&self) -> Result<()> {
         let last = self.store.get_state(self.record.id, "last_login")?.and_then(|v| v.as_i64());
-        self.push(events::login(last))?;
-        self.store.set_state(self.record.id, "last_login", &serde_json::json!(crate::memory::now_ms()))
+        self.push(events::login(last, self.now()))?;
+        self.store.set_state(self.record.id, "last_login", &serde_json::json!(self.now().timestamp_millis()))
     }
 
     /// The login event, then a turn in which the agent speaks first (the paper's
@@ -497,7 +511,7 @@ impl<'a> Agent<'a> {
     /// Handle one user message: steps until the agent yields or the step limit is hit.
     pub fn turn(&mut self, steps: &mut dyn StepModel, user: &str, obs: &mut dyn Observer) -> Result<TurnResult> {
         self.refresh_if_changed()?;
-        self.push(events::user_message(user))?;
+        self.push(events::user_message_at(user, None, self.now()))?;
         let out = self.run_steps(steps, obs)?;
         self.after_turn(steps, out, obs)
     }
@@ -522,7 +536,8 @@ impl<'a> Agent<'a> {
     }
 
     /// A user message with an explicit time (replayed history, e.g. an evaluation's past
-    /// sessions): one turn, as [`Agent::turn`].
+    /// sessions): one turn, as [`Agent::turn`], on a clock stopped at `at`, so recall shows the
+    /// agent's replies beside the message they answer.
     pub fn turn_at(
         &mut self,
         steps: &mut dyn StepModel,
@@ -532,9 +547,9 @@ impl<'a> Agent<'a> {
         obs: &mut dyn Observer,
     ) -> Result<TurnResult> {
         self.refresh_if_changed()?;
-        self.replay_time = Some(at.timestamp_millis());
+        let clock = self.clock.replace(at.timestamp_millis());
         let turn = self.push(events::user_message_at(user, speaker, at)).and_then(|_| self.run_steps(steps, obs));
-        self.replay_time = None;
+        self.clock = clock;
         self.after_turn(steps, turn?, obs)
     }
 
@@ -619,7 +634,7 @@ impl<'a> Agent<'a> {
                     retried += 1;
                     if showing {
                         obs.message_cut();
-                        self.push(events::system_alert(prompts::CUT_TOO_LONG))?;
+                        self.push(events::system_alert(prompts::CUT_TOO_LONG, self.now()))?;
                         self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
                     }
                     let cost = self.flush(steps)?;
@@ -646,14 +661,18 @@ impl<'a> Agent<'a> {
             if showing {
                 self.store.set_state(self.record.id, SHOWING_STATE, &serde_json::Value::Null)?;
             }
-            // A search this turn already ran is not run again: its results are in view, and
-            // a small model that repeats one has nothing new to look for (at a 1,024-token
-            // window Qwen2.5-1.5B repeated the same search in 3 of 6 questions). It answers next.
-            let repeated = Builtin::of(&call.function).is_some_and(Builtin::is_search)
-                && out.steps.iter().any(|s| s.function == call.function && s.arguments == call.arguments);
-            let outcome = if repeated {
+            // A search this turn already ran is not run again: a small model that repeats one
+            // has nothing new to look for (at a 1,024-token window Qwen2.5-1.5B repeated the
+            // same search in 3 of 6 questions). Its results are shown again, last, where the
+            // model reads before it answers, and it answers next.
+            let repeated = Builtin::of(&call.function)
+                .is_some_and(Builtin::is_search)
+                .then(|| out.steps.iter().find(|s| s.function == call.function && s.arguments == call.arguments))
+                .flatten();
+            let outcome = if let Some(earlier) = repeated {
                 answer_forced = true;
-                Outcome::new(Ok(prompts::SAME_SEARCH.to_string()), format!("{} -> repeated", call.function))
+                let shown = prompts::same_search(&earlier.result);
+                Outcome::new(Ok(shown), format!("{} -> repeated", call.function))
             } else if let Some((why, what)) = refusal {
                 (answer_forced, refused) = (true, true);
                 Outcome::new(Err(why), format!("{SEND_MESSAGE} -> refused: {what}"))
@@ -680,7 +699,7 @@ impl<'a> Agent<'a> {
                 Some(r) => format!("{result}\n{r}"),
                 None => result.clone(),
             };
-            self.push(events::function_result(&call.function, ok, &shown))?;
+            self.push(events::function_result(&call.function, ok, &shown, self.now()))?;
             let sent = call.function == SEND_MESSAGE && ok;
             if sent {
                 let msg = call.arguments["message"].as_str().unwrap_or_default().to_string();
@@ -730,7 +749,7 @@ impl<'a> Agent<'a> {
                 None
             };
             if let Some(reason) = reason {
-                self.push(events::heartbeat(&reason))?;
+                self.push(events::heartbeat(&reason, self.now()))?;
             }
             i += 1;
         }

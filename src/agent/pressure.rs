@@ -30,16 +30,42 @@ pub fn summary_budget(window: usize) -> usize {
     SUMMARY_TOKENS.min(window / 10).max(32)
 }
 
-fn line(m: &Message) -> String {
-    let text = match (&m.role, m.call()) {
-        (MessageRole::Assistant, Some(c)) => format!("{}({}) [{}]", c.function, c.arguments, c.thoughts),
-        _ => {
-            let v: serde_json::Value = serde_json::from_str(&m.content).unwrap_or(json!({"message": m.content}));
-            v["message"].as_str().or(v["reason"].as_str()).unwrap_or(&m.content).to_string()
+/// An evicted message as the summarizer reads it: a line of dialogue ("Priya: I live in
+/// Lisbon.", "Assistant: Lovely!"), a memory operation in brackets, a function result cut short;
+/// `None` for alerts, heartbeats and the login, which say nothing to keep, and for refused
+/// replies. (Shown as `send_message({...}) [thoughts]`, the conversation made Qwen2.5-1.5B
+/// write its summary as one more call: `send_message("I love your mushrooms too!")`, six facts,
+/// session 22.)
+fn line(m: &Message) -> Option<String> {
+    let text = match (m.role, m.call()) {
+        _ if m.unsent => return None,
+        (MessageRole::Assistant, Some(c)) if c.function == crate::tools::SEND_MESSAGE => {
+            format!("Assistant: {}", c.arguments["message"].as_str().unwrap_or_default())
         }
+        (MessageRole::Assistant, Some(c)) => format!("[Assistant called {} with {}]", c.function, c.arguments),
+        (MessageRole::Assistant, None) => format!("Assistant: {}", m.content),
+        (MessageRole::User, _) => {
+            let said = super::events::user_text(m).unwrap_or_else(|| m.content.clone());
+            format!("{}: {said}", m.speaker().unwrap_or_else(|| "User".into()))
+        }
+        (MessageRole::Function, _) => {
+            let v: serde_json::Value = serde_json::from_str(&m.content).unwrap_or(json!({"message": m.content}));
+            let result: String = v["message"].as_str().unwrap_or(&m.content).chars().take(200).collect();
+            format!("[Result of {}: {result}]", m.name.as_deref().unwrap_or("a function"))
+        }
+        (MessageRole::System, _) => return None,
     };
-    let text: String = text.chars().take(400).collect();
-    format!("{}: {text}", m.role.as_str())
+    Some(text.chars().take(400).collect())
+}
+
+/// Whether a summary is a function call rather than prose (`send_message("...")`, or a call
+/// in JSON): small models write the format their system prompt asks of every step.
+fn is_call(text: &str) -> bool {
+    let t = text.trim_start();
+    let name_len = t.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(t.len());
+    (name_len > 0 && t[name_len..].starts_with('(') && t.contains('_'))
+        || t.starts_with('{')
+        || t.starts_with("<tool_call>")
 }
 
 impl Agent<'_> {
@@ -65,7 +91,7 @@ impl Agent<'_> {
         }
         let warned = self.store.get_state(id, "pressure_warned")?.and_then(|v| v.as_bool()).unwrap_or(false);
         if n > warn_at && !warned && may_alert {
-            self.push(super::events::system_alert(prompts::PRESSURE_ALERT))?;
+            self.push(super::events::system_alert(prompts::PRESSURE_ALERT, self.now()))?;
             self.store.set_state(id, "pressure_warned", &json!(true))?;
         } else if n <= warn_at && warned {
             self.store.set_state(id, "pressure_warned", &json!(false))?;
@@ -129,8 +155,9 @@ impl Agent<'_> {
             body.push_str(&format!("Previous summary: {}\n\n", old.text));
         }
         body.push_str("Conversation:\n");
-        for m in evicted {
-            body.push_str(&line(m));
+        let lines: Vec<String> = evicted.iter().filter_map(line).collect();
+        for l in &lines {
+            body.push_str(l);
             body.push('\n');
         }
         // Keep the summarizer's prompt inside the window: drop the oldest lines if needed.
@@ -150,8 +177,10 @@ impl Agent<'_> {
         }
         let done = steps.summarize(&prompt, budget)?;
         let mut text = clean_summary(&done.text);
-        if text.is_empty() {
-            text = evicted.iter().map(line).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
+        if text.is_empty() || is_call(&text) {
+            // No prose came back: the old summary and the evicted lines, as they are.
+            let kept = std::iter::once(old.text.clone()).filter(|t| !t.is_empty()).chain(lines);
+            text = kept.collect::<Vec<_>>().join(" | ").chars().take(400).collect();
         }
         let summary = Summary { text, updated_at: 0, messages_covered: old.messages_covered + evicted.len() as u64 };
         self.store.flush_queue(id, &summary, evicted)?;
@@ -203,7 +232,43 @@ impl TurnResult {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_summary;
+    use super::{clean_summary, is_call, line};
+    use crate::agent::events;
+    use crate::grammar::{StepFormat, ToolCall};
+    use crate::memory::{Message, MessageRole};
+    use serde_json::json;
+
+    #[test]
+    fn the_summarizer_reads_evicted_messages_as_dialogue() {
+        let at = chrono::DateTime::from_timestamp(1_704_099_600, 0).unwrap();
+        let call = |function: &str, arguments| {
+            let c = ToolCall { thoughts: "hm".into(), function: function.into(), arguments };
+            Message::new(MessageRole::Assistant, StepFormat::Json.render(&c))
+        };
+        let said = |m: Message| line(&m).unwrap();
+        assert_eq!(said(events::user_message_at("I live in Lisbon.", Some("Priya"), at)), "Priya: I live in Lisbon.");
+        assert_eq!(said(events::user_message_at("Hi!", None, at)), "User: Hi!");
+        assert_eq!(said(call("send_message", json!({"message": "Lovely!"}))), "Assistant: Lovely!");
+        let search = said(call("conversation_search", json!({"query": "cat"})));
+        assert_eq!(search, "[Assistant called conversation_search with {\"query\":\"cat\"}]");
+        let result = events::function_result("conversation_search", true, &"1. Biscuit ".repeat(50), at);
+        assert_eq!(said(result), format!("[Result of conversation_search: {}]", &"1. Biscuit ".repeat(50)[..200]));
+        // Alerts, heartbeats and refused replies say nothing to keep.
+        assert_eq!(line(&events::heartbeat("reply now", at)), None);
+        assert_eq!(line(&events::system_alert("memory pressure", at)), None);
+        let refused = Message { unsent: true, ..call("send_message", json!({"message": "What is my cat's name?"})) };
+        assert_eq!(line(&refused), None);
+    }
+
+    #[test]
+    fn a_summary_written_as_a_call_is_told_from_prose() {
+        assert!(is_call("send_message(\"I love your mushrooms too!\")"));
+        assert!(is_call("  {\"function\": \"send_message\", \"arguments\": {}}"));
+        assert!(is_call("<tool_call>\n{}"));
+        assert!(!is_call("Priya (a marine biologist) lives in Lisbon."));
+        assert!(!is_call("Summary(short): Priya lives in Lisbon."));
+        assert!(!is_call("The user_name is Priya."));
+    }
 
     #[test]
     fn a_summary_loses_its_chat_wrapping_and_keeps_its_lines() {

@@ -168,11 +168,14 @@ pub fn shown_before(n: usize, more: bool, first: &str) -> String {
 /// Characters of the user's message restated by [`answer_from_results`].
 const QUESTION_CHARS: usize = 300;
 
-/// The result of a search repeated within a turn (it is not run again). It does not restate
-/// the user's message: with it, Qwen2.5-1.5B echoed the question as its answer in 2 of 2
-/// repeated searches (six facts, session 16).
-pub const SAME_SEARCH: &str =
-    "You ran this same search a step ago; its results are above. Answer the user now with send_message.";
+/// The result of a search repeated within a turn (it is not run again): the order to answer,
+/// then the earlier result again (last, so a result cut to fit loses its own end, not the order). It does not restate the user's message: with
+/// it, Qwen2.5-1.5B echoed the question as its answer in 2 of 2 repeated searches (six facts,
+/// session 16). Told only that the results were above, it answered "I'm sorry, but I don't know
+/// what that means." with the value two messages up (nested KV, session 22).
+pub fn same_search(earlier: &str) -> String {
+    format!("You ran this same search a step ago: answer the user now with send_message. Its results again:\n{earlier}")
+}
 
 /// The result of a `send_message` that only repeated the user's words (see `echo`).
 pub const ECHOED: &str = "Not sent: that message repeats the user's own words back to them. Send your own reply: what you know or found that answers them.";

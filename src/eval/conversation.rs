@@ -189,6 +189,13 @@ fn turn_time(s: &ChatSession, i: usize) -> chrono::DateTime<chrono::Utc> {
     s.at + chrono::Duration::seconds(30 * i as i64)
 }
 
+/// When the questions are asked: a day after the last turn of the last session (a new
+/// session, on the agent's clock, so every run reads the same times).
+fn asked_at(sample: &Sample) -> chrono::DateTime<chrono::Utc> {
+    sample.sessions.iter().map(|s| turn_time(s, s.turns.len())).max().unwrap_or_else(super::asked_at)
+        + chrono::Duration::days(1)
+}
+
 /// Store state of a replayed agent: message id -> dia_id.
 const DIA_IDS: &str = "eval_dia_ids";
 
@@ -463,6 +470,7 @@ fn ask_agent(
         let mut agent = Agent::open(store, o.model, Some(o.embedder), &name, Some(o.window))?;
         // The question is undone below, so a consolidation pass after it would be lost work.
         agent.record.config.consolidate_every = 0;
+        agent.set_clock(Some(asked_at(sample)));
         agent.turn(steps, input, &mut Quiet)
     })();
     // Undo the question whatever happened: its messages, core-memory edits, inserts, flushes.

@@ -150,6 +150,7 @@ pub fn run(o: &Options, rec: &mut Recorder) -> Result<()> {
                 if v == PAGEMIND {
                     let before = store.last_message_id(aid)?;
                     let mut agent = Agent::open(&store, o.model, Some(o.embedder), &name, Some(o.window))?;
+                    agent.set_clock(Some(super::asked_at()));
                     let turn = agent.turn(&mut steps, &inp, &mut Quiet);
                     // Each question in a new session: drop what it added.
                     let added: Vec<u64> = store.messages_where(aid, |m| m.id > before)?.iter().map(|m| m.id).collect();

@@ -136,6 +136,13 @@ impl Options<'_> {
 /// The variant that runs pagemind's agent.
 pub const PAGEMIND: &str = "pagemind";
 
+/// When the agent is asked a nested-KV or document-QA question: a fixed time on its clock
+/// ([`crate::agent::Agent::set_clock`]), so a run's prompts do not depend on the hour it runs
+/// at (2024-01-01 09:00 UTC; the conversation task asks the day after its last session).
+pub fn asked_at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_704_099_600, 0).unwrap_or_default()
+}
+
 /// `items` in a seeded random order, cut to `limit`.
 pub fn pick<T>(mut items: Vec<T>, seed: u64, limit: Option<usize>) -> Vec<T> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -204,6 +204,7 @@ fn ask_agent(
         .collect();
     store.archival_insert_many(a.id, &o.embedding_id, passages)?;
     let mut agent = Agent::open(store, o.model, Some(o.embedder), &name, Some(o.window))?;
+    agent.set_clock(Some(super::asked_at()));
     let turn = agent.turn(steps, input, &mut Quiet)?;
     r.set_turn(&turn);
     store.delete_agent(&name)?;

@@ -539,3 +539,65 @@ fn a_reply_that_repeats_the_users_words_is_refused_once_and_the_answer_follows()
     let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
     assert_eq!((r.messages.as_slice(), r.steps.len()), (["Your cat's name is Biscuit.".to_string()].as_slice(), 1));
 }
+
+#[test]
+fn a_stopped_clock_times_every_event_of_a_turn() {
+    let (_d, s) = setup();
+    let mut a = Agent::open(&s, model(), Some(util::tiny_embedder()), "bot", Some(w(2048))).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2024-01-01T09:00:00Z").unwrap().to_utc();
+    a.set_clock(Some(at));
+    assert_eq!(a.now(), at);
+    let mut sc = Script::default();
+    sc.calls.push_back(call("archival_memory_insert", json!({"content": "Ana loves mangoes"})));
+    sc.calls.push_back(call("conversation_search", json!({"query": "fruit", "page": 1})));
+    sc.calls.push_back(say("You love mangoes!"));
+    a.turn(&mut sc, "what do I like?", &mut Quiet).unwrap();
+    a.login().unwrap();
+    let all = s.messages(a.record.id).unwrap();
+    assert_eq!(all.len(), 8, "a user message, three calls, three results and a login");
+    for m in &all {
+        assert_eq!(m.created_at, at.timestamp_millis(), "{}", m.content);
+        if m.role != MessageRole::Assistant {
+            assert!(m.content.contains("\"time\":\"2024-01-01 09:00\""), "{}", m.content);
+        }
+    }
+    // Restarted, the clock follows the wall clock again.
+    a.set_clock(None);
+    sc.calls.push_back(say("Hi"));
+    a.turn(&mut sc, "hello", &mut Quiet).unwrap();
+    let last = s.messages(a.record.id).unwrap().pop().unwrap();
+    assert!(last.created_at > at.timestamp_millis() && (chrono::Utc::now() - a.now()).num_seconds().abs() < 5);
+}
+
+#[test]
+fn a_core_memory_write_that_copies_is_refused_with_the_reason() {
+    let (_d, s) = setup();
+    configure(&s, |c| c.memory_first = false);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let id = a.record.id;
+    let mut sc = Script::default();
+    sc.calls.extend([
+        call("core_memory_append", json!({"label": "persona", "content": "I'm learning to play the violin."})),
+        call("core_memory_append", json!({"label": "human", "content": "Ana is learning to play the violin."})),
+        call("core_memory_append", json!({"label": "human", "content": "ana is learning to PLAY the violin"})),
+        call("core_memory_replace", json!({"label": "human", "old_content": "Ana is learning to play the violin.", "new_content": "Ana is learning to play the violin and the cello."})),
+        say("Noted!"),
+    ]);
+    let mut obs = Collect(vec![]);
+    let r = a.turn(&mut sc, "Oh, and I'm learning to play the violin!", &mut obs).unwrap();
+    let status: Vec<&str> = r.steps.iter().map(|s| s.status).collect();
+    assert_eq!(status, ["Failed", "OK", "Failed", "OK", "OK"], "{:?}", r.steps);
+    assert!(
+        r.steps[0].result.contains("is about you") && r.steps[0].result.contains("block 'human'"),
+        "{}",
+        r.steps[0].result
+    );
+    assert!(
+        r.steps[2].result.contains("already holds \"ana is learning to PLAY the violin\""),
+        "{}",
+        r.steps[2].result
+    );
+    assert_eq!(obs.0[0], "core_memory_append persona -> refused: a copy");
+    assert_eq!(s.block(id, "persona").unwrap().value, "I am Bot.");
+    assert_eq!(s.block(id, "human").unwrap().value, "Name: Ana\nAna is learning to play the violin and the cello.");
+}

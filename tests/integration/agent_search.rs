@@ -265,7 +265,8 @@ fn a_search_repeated_within_a_turn_is_not_run_again_and_the_answer_comes_next() 
     sc.calls.extend([search(), search(), search(), say("Biscuit")]);
     let r = a.turn(&mut sc, "What is my cat's name?", &mut Collect(vec![])).unwrap();
     assert!(r.steps[0].result.starts_with("Showing 1 of 1 results"), "{}", r.steps[0].result);
-    assert!(r.steps[1].result.contains("its results are above"), "{}", r.steps[1].result);
+    assert!(r.steps[1].result.starts_with("You ran this same search a step ago: answer"), "{}", r.steps[1].result);
+    assert!(r.steps[1].result.contains(&r.steps[0].result), "the results again: {}", r.steps[1].result);
     assert!(r.steps[1].hits.is_empty());
     // The step after a repeat may only answer: the third search was not allowed.
     assert_eq!(sc.restricted[sc.restricted.len() - 3..], [None, None, Some("send_message".to_string())]);
