@@ -32,6 +32,7 @@ pub mod cuda;
 #[cfg(not(feature = "cuda"))]
 #[doc(hidden)]
 pub mod cuda_stub;
+mod qkv_rope_shape;
 #[cfg(not(feature = "cuda"))]
 pub use cuda_stub as cuda;
 

@@ -144,7 +144,7 @@ impl Agent<'_> {
     fn save_fact(&mut self, fact: &str, out: &mut Consolidation) -> Result<()> {
         let id = self.record.id;
         let block = self.store.block(id, HUMAN_BLOCK)?;
-        if block.value.to_lowercase().contains(&fact.to_lowercase()) {
+        if super::core_guard::holds(&block.value, fact) {
             return Ok(());
         }
         let placeholder = block.value.trim() == DEFAULT_HUMAN;

@@ -29,10 +29,9 @@ pub const PERSONA_BLOCK: &str = "persona";
 /// Words that make a sentence the speaker's own ("I live in Lisbon", "my cat").
 const FIRST_PERSON: [&str; 5] = ["i", "my", "me", "mine", "myself"];
 
-/// `text`'s sentences (split at `.`, `!`, `?` and line ends), trimmed, with at least
-/// [`MIN_WORDS`] words.
+/// `text`'s sentences ([`super::echo::sentences`]) with at least [`MIN_WORDS`] words.
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
-    text.split(['.', '!', '?', '\n']).map(str::trim).filter(|s| words(s).len() >= MIN_WORDS)
+    super::echo::sentences(text).filter(|s| words(s).len() >= MIN_WORDS)
 }
 
 /// `text`'s words joined by single spaces and padded with one, so that containment is of
@@ -49,6 +48,12 @@ pub fn already_held<'a>(block: &str, added: &'a str, removed: &str) -> Option<&'
         let p = padded(s);
         held.contains(&p) && !out.contains(&p)
     })
+}
+
+/// Whether `block` already holds `text`: all of it (any length, as whole words), or one of its
+/// sentences ([`already_held`]). Consolidation skips such a fact.
+pub fn holds(block: &str, text: &str) -> bool {
+    padded(block).contains(&padded(text)) || already_held(block, text, "").is_some()
 }
 
 /// A sentence of `added` in which the user speaks of themselves, copied from one of `said` (the
@@ -105,5 +110,15 @@ mod tests {
         // What the user says of the agent is not theirs to keep in the human block.
         assert_eq!(users_words("Your name is Sam from now on.", &said), None);
         assert_eq!(users_words("anything", &[]), None);
+    }
+
+    #[test]
+    fn a_block_holds_a_fact_it_has_whole_or_a_sentence_of() {
+        let block = "Name: Priya. Likes jazz.\nLives in Lisbon, near the river.";
+        assert!(holds(block, "likes JAZZ"), "a short fact held whole, case aside");
+        assert!(holds(block, "Works at a lab. Lives in Lisbon, near the river."), "one sentence held");
+        assert!(!holds(block, "Likes jazz and blues."));
+        assert!(!holds(block, "Has a cat named Biscuit."));
+        assert!(!holds(block, "jaz"), "whole words only");
     }
 }

@@ -25,12 +25,18 @@ pub(super) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
+/// `text`'s sentences: split at `.`, `!`, `?` and line ends, trimmed (the one splitting rule
+/// of the echo and core-memory guards).
+pub(super) fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    text.split(['.', '!', '?', '\n']).map(str::trim)
+}
+
 /// Whether `reply` repeats `user` (case and punctuation aside): a run of at least [`MIN_WORDS`]
 /// of its words that is one of its sentences or at least half of all its words.
 pub fn echoes(reply: &str, user: &str) -> bool {
     let (r, u) = (words(reply), words(user));
     let run = r.len() >= MIN_WORDS && r.len() <= u.len() && u.windows(r.len()).any(|w| w == r.as_slice());
-    run && (2 * r.len() >= u.len() || user.split(['.', '!', '?', '\n']).any(|s| words(s) == r))
+    run && (2 * r.len() >= u.len() || sentences(user).any(|s| words(s) == r))
 }
 
 #[cfg(test)]

@@ -191,8 +191,10 @@ impl Agent<'_> {
     /// themselves written into the persona. `None`: it may be written.
     fn core_copy(&self, label: &str, added: &str, removed: &str) -> Result<Option<String>> {
         let id = self.record.id;
-        let Some(block) = self.store.blocks(id)?.into_iter().find(|b| b.label == label) else {
-            return Ok(None); // the store names the missing block
+        let block = match self.store.block(id, label) {
+            Ok(b) => b,
+            Err(crate::Error::Memory(_)) => return Ok(None), // the write names the missing block
+            Err(e) => return Err(e),
         };
         if let Some(s) = core_guard::already_held(&block.value, added, removed) {
             return Ok(Some(format!(

@@ -24,6 +24,7 @@ mod handlers;
 mod kv_state;
 mod pressure;
 mod prompts;
+mod result_fit;
 mod when;
 
 pub use consolidate::{chosen, statements, Consolidation, CONSOLIDATED_STATE};
@@ -653,8 +654,10 @@ impl<'a> Agent<'a> {
             } else if question.as_deref().is_some_and(|q| echo::echoes(reply, q)) {
                 Some((prompts::ECHOED.to_string(), "repeats the user"))
             } else {
-                let short =
-                    self.chain.as_ref().and_then(|c| Some(prompts::short_of_end(c.stops_short(reply)?, &c.end)));
+                let short = self
+                    .chain
+                    .as_ref()
+                    .and_then(|c| Some(prompts::short_of_end(c.stops_short(reply)?, &c.end, question.as_deref())));
                 short.map(|t| (t, "stops at a link"))
             };
             self.push(Message { unsent: refusal.is_some(), ..Message::new(MessageRole::Assistant, text) })?;
@@ -758,40 +761,8 @@ impl<'a> Agent<'a> {
     }
 }
 
-impl Agent<'_> {
-    /// Tokens a function result may take after a call of `call_tokens` tokens: half the window
-    /// that is left after the system message, the summary, the call and room for one step.
-    fn result_room(&self, call_tokens: usize) -> usize {
-        self.window.saturating_sub(
-            self.fixed_tokens + pressure::summary_budget(self.window) + step_reserve(self.window) + call_tokens + 16,
-        ) / 2
-    }
-
-    /// A function result cut to [`Agent::result_limit`] characters and to half the window
-    /// that is left after the system message, the summary, the call (`call_tokens`) and room
-    /// for one step: after a flush, a call and its result always fit beside the next step.
-    fn fit_result(&self, result: &str, call_tokens: usize) -> Result<String> {
-        let text = cut_chars(result, self.result_limit);
-        let room = self.result_room(call_tokens);
-        let tokens = self.model.tokenizer.encode(&text, false)?;
-        if tokens.len() <= room {
-            return Ok(text);
-        }
-        let keep = self.model.tokenizer.decode(&tokens[..room.saturating_sub(4)], false)?;
-        Ok(format!("{} [truncated]", keep.trim_end_matches(' ')))
-    }
-}
-
 /// The working context as shown (`text`) and the blocks it was rendered from, saved so the
 /// next process renders the same prompt prefix (read back by `load_working_context`).
 fn save_working(store: &MemoryStore, id: u64, blocks: &[crate::memory::Block], text: &str) -> Result<()> {
     store.set_state(id, WORKING_STATE, &serde_json::json!({"blocks": blocks, "text": text}))
-}
-
-/// `text` cut to `limit` characters, marked when cut.
-fn cut_chars(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_string();
-    }
-    text.chars().take(limit).collect::<String>() + " [truncated]"
 }

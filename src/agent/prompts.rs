@@ -181,10 +181,15 @@ pub fn same_search(earlier: &str) -> String {
 pub const ECHOED: &str = "Not sent: that message repeats the user's own words back to them. Send your own reply: what you know or found that answers them.";
 
 /// The result of a `send_message` that named `link`, an identifier this turn's followed links
-/// went through, and not `end`, where they end (see `chain`).
-pub fn short_of_end(link: &str, end: &str) -> String {
+/// went through, and not `end`, where they end (see `chain`), in a turn answering `question`.
+/// The question is quoted beside the choice: told only "if they asked for X itself, send the
+/// same reply again", Qwen2.5-1.5B took that branch for a question that asked for the final
+/// value (3 of 12 refusals, nested-KV sessions 21-22; its thought: "The user asked for a
+/// specific UUID").
+pub fn short_of_end(link: &str, end: &str, question: Option<&str>) -> String {
+    let asked = question.map(|q| format!(" The user asked: {}.", quoted(q))).unwrap_or_default();
     format!(
-        "Not sent: \"{link}\" is not where the links end: it leads on to another passage, and the followed links end at \"{end}\". If the user asked what the links lead to, reply with \"{end}\"; if they asked for \"{link}\" itself, send the same reply again."
+        "Not sent: \"{link}\" is not where the links end: it leads on to another passage, and the followed links end at \"{end}\".{asked} If the answer is where the links lead in the end, reply with \"{end}\". Only if the user wants \"{link}\" and not what it leads to, send the same reply again."
     )
 }
 

@@ -255,20 +255,38 @@ impl LinearGroup {
                 }
                 Ok(out)
             }
-            LinearGroup::Fused { linear, sizes } => {
-                let mut y = linear.forward(x)?;
-                if let Some(b) = bias {
-                    y = y.broadcast_add(b)?;
-                }
-                let mut out = Vec::with_capacity(sizes.len());
-                let mut start = 0;
-                for &n in sizes {
-                    out.push(y.narrow(D::Minus1, start, n)?.contiguous()?);
-                    start += n;
-                }
-                Ok(out)
+            LinearGroup::Fused { linear, .. } => {
+                let y = linear.forward(x)?;
+                self.split(y, bias)
             }
         }
+    }
+
+    /// The fused product alone (no bias, not split): `[.., sum of the parts' widths]`, for
+    /// kernels that take it whole; `None` (nothing computed) when the parts run separately.
+    pub fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match self {
+            LinearGroup::Fused { linear, .. } => Ok(Some(linear.forward(x)?)),
+            LinearGroup::Separate(_) => Ok(None),
+        }
+    }
+
+    /// The parts of a fused product `y` ([`LinearGroup::forward_fused`]), `bias` added first.
+    pub fn split(&self, y: Tensor, bias: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let LinearGroup::Fused { sizes, .. } = self else {
+            return Err(crate::Error::Invalid("split: the parts were not fused".into()));
+        };
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for &n in sizes {
+            out.push(y.narrow(D::Minus1, start, n)?.contiguous()?);
+            start += n;
+        }
+        Ok(out)
     }
 }
 

@@ -283,23 +283,18 @@ impl Transformer {
         let mask = if t > 1 { Some(causal_mask(t, pos, c.n_head / c.n_head_kv, &self.device)?) } else { None };
         let n_rep = c.n_head / c.n_head_kv;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
+        // pagemind's fused CUDA kernels (Q/K/V + bias + RoPE, SiLU gate, add + norm) where they apply.
+        let fused = self.device.is_cuda() && super::linear::own_kernels();
+        // The next layer's normed input, when the residual add before it computed it.
+        let mut normed: Option<Tensor> = None;
         for (li, l) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?;
-            let mut qkv = l.qkv.forward_biased(&h, l.qkv_bias.as_ref())?.into_iter();
-            let mut proj = |heads: usize| -> Result<Tensor> {
-                let y = qkv.next().expect("three projections");
-                Ok(y.reshape((1, t, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+            let h = match normed.take() {
+                Some(h) => h,
+                None => candle_nn::ops::rms_norm(&x, &l.attn_norm, c.rms_eps as f32)?,
             };
-            let q = proj(c.n_head)?;
-            let k = proj(c.n_head_kv)?;
-            let v = proj(c.n_head_kv)?;
-            let (q, k) = match c.arch {
-                Arch::Llama => {
-                    (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
-                }
-                Arch::Qwen2 => {
-                    (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
-                }
+            let (q, k, v) = match fused.then(|| self.qkv_fused(l, &h, pos, &cos, &sin)).transpose()?.flatten() {
+                Some(qkv) => qkv,
+                None => self.qkv_candle(l.qkv.forward_biased(&h, l.qkv_bias.as_ref())?, &cos, &sin)?,
             };
             let (k_all, v_all) = cache.append(li, &k, &v)?;
             // One new token: attention straight from the cache buffers (CPU, or one CUDA kernel);
@@ -328,11 +323,24 @@ impl Transformer {
                     y.reshape((1, c.n_head, t, c.head_dim))?.transpose(1, 2)?.reshape((1, t, c.n_embd))?
                 }
             };
-            x = (x + l.wo.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, c.rms_eps as f32)?;
-            let gu = l.gate_up.forward(&h)?;
-            let g = candle_nn::ops::silu(&gu[0])?;
-            x = (x + l.down.forward(&(g * &gu[1])?)?)?;
+            let h;
+            (x, h) = self.add_norm(&x, &l.wo.forward(&y)?, &l.ffn_norm, fused)?;
+            let act = match fused.then(|| l.gate_up.forward_fused(&h)).transpose()?.flatten() {
+                Some(gu) => match crate::kernels::cuda::swiglu(&gu)? {
+                    Some(a) => a,
+                    None => swiglu(&l.gate_up.split(gu, None)?)?,
+                },
+                None => swiglu(&l.gate_up.forward(&h)?)?,
+            };
+            let down = l.down.forward(&act)?;
+            match self.layers.get(li + 1) {
+                Some(next) => {
+                    let h;
+                    (x, h) = self.add_norm(&x, &down, &next.attn_norm, fused)?;
+                    normed = Some(h);
+                }
+                None => x = (x + down)?,
+            }
         }
         cache.advance(t);
         let last = x.narrow(1, t - 1, 1)?;
@@ -342,6 +350,64 @@ impl Transformer {
 }
 
 impl Transformer {
+    /// Query, key and value heads (`[1, heads, t, d]`, keys and queries rotated) from the
+    /// projections' outputs `[1, t, heads * d]` (bias added), by candle's ops.
+    fn qkv_candle(&self, parts: Vec<Tensor>, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = &self.config;
+        let [q, k, v]: [Tensor; 3] = parts.try_into().map_err(|_| Error::Invalid("Q/K/V: three projections".into()))?;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            let t = y.dim(1)?;
+            Ok(y.reshape((1, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (heads(q, c.n_head)?, heads(k, c.n_head_kv)?, heads(v, c.n_head_kv)?);
+        let (q, k) = match c.arch {
+            Arch::Llama => (candle_nn::rotary_emb::rope_i(&q, cos, sin)?, candle_nn::rotary_emb::rope_i(&k, cos, sin)?),
+            Arch::Qwen2 => (candle_nn::rotary_emb::rope(&q, cos, sin)?, candle_nn::rotary_emb::rope(&k, cos, sin)?),
+        };
+        Ok((q, k, v))
+    }
+
+    /// The same heads from the fused product by one CUDA kernel (`kernels::cuda::qkv_rope`);
+    /// `None` where Q/K/V are not fused (nothing computed yet). Should the kernel decline, the
+    /// product is split and rotated by candle's ops.
+    fn qkv_fused(
+        &self,
+        l: &Layer,
+        h: &Tensor,
+        pos: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let c = &self.config;
+        let Some(y) = l.qkv.forward_fused(h)? else { return Ok(None) };
+        let shape = crate::kernels::cuda::QkvRope {
+            n_head: c.n_head,
+            n_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            pos,
+            interleaved: c.arch == Arch::Llama,
+        };
+        let Some(all) = crate::kernels::cuda::qkv_rope(&y, l.qkv_bias.as_ref(), &self.cos, &self.sin, &shape)? else {
+            return self.qkv_candle(l.qkv.split(y, l.qkv_bias.as_ref())?, cos, sin).map(Some);
+        };
+        let part = |start: usize, n: usize| -> Result<Tensor> { Ok(all.narrow(0, start, n)?.unsqueeze(0)?) };
+        Ok(Some((part(0, c.n_head)?, part(c.n_head, c.n_head_kv)?, part(c.n_head + c.n_head_kv, c.n_head_kv)?)))
+    }
+
+    /// The residual stream `x + y` and its RMS norm by `w`: one CUDA kernel when `fused`
+    /// (`kernels::cuda::add_rms_norm`), else candle's add and `rms_norm`.
+    fn add_norm(&self, x: &Tensor, y: &Tensor, w: &Tensor, fused: bool) -> Result<(Tensor, Tensor)> {
+        let eps = self.config.rms_eps as f32;
+        if fused {
+            if let Some(both) = crate::kernels::cuda::add_rms_norm(x, y, w, eps)? {
+                return Ok(both);
+            }
+        }
+        let sum = (x + y)?;
+        let normed = candle_nn::ops::rms_norm(&sum, w, eps)?;
+        Ok((sum, normed))
+    }
+
     /// Keys `[1, kv_heads, t, head_dim]` rotated as if `delta` positions later (earlier when
     /// negative): RoPE rotations compose, so cached keys moved to new positions need only this
     /// (reuse after eviction; values carry no position).
@@ -363,6 +429,11 @@ impl Transformer {
     }
 }
 
+/// `silu(gate) * up` from the gate/up products' outputs, by candle's ops.
+fn swiglu(gu: &[Tensor]) -> Result<Tensor> {
+    Ok((candle_nn::ops::silu(&gu[0])? * &gu[1])?)
+}
+
 /// cos/sin tables `[positions, head_dim/2]`.
 fn rope_tables(head_dim: usize, theta: f32, positions: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();
@@ -373,7 +444,12 @@ fn rope_tables(head_dim: usize, theta: f32, positions: usize, device: &Device) -
 }
 
 /// Additive mask `[n_rep*t, pos+t]`: row `r*t+i` (query position `pos+i`) sees keys `..=pos+i`.
+/// Built on the host for the CPU; on a GPU by a few kernels on the device
+/// ([`causal_mask_on_device`]) rather than uploaded (100 MB for Qwen2.5 at 2,048 tokens).
 fn causal_mask(t: usize, pos: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+    if !device.is_cpu() {
+        return causal_mask_on_device(t, pos, n_rep, device);
+    }
     let total = pos + t;
     let mut m = vec![0f32; n_rep * t * total];
     for r in 0..n_rep {
@@ -385,4 +461,34 @@ fn causal_mask(t: usize, pos: usize, n_rep: usize, device: &Device) -> Result<Te
         }
     }
     Ok(Tensor::from_vec(m, (n_rep * t, total), device)?)
+}
+
+/// [`causal_mask`] by tensor ops on `device`: a key is masked where its position exceeds the
+/// query's.
+fn causal_mask_on_device(t: usize, pos: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + t;
+    let query = Tensor::arange(pos as u32, total as u32, device)?.reshape((1, t, 1))?;
+    let key = Tensor::arange(0u32, total as u32, device)?.reshape((1, 1, total))?;
+    let shape = (n_rep, t, total);
+    let future = key.broadcast_gt(&query)?.broadcast_as(shape)?;
+    let neg = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as(shape)?;
+    let zero = Tensor::new(0f32, device)?.broadcast_as(shape)?;
+    Ok(future.where_cond(&neg, &zero)?.reshape((n_rep * t, total))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_built_causal_mask_equals_the_host_built_one() {
+        for (t, pos, n_rep) in [(2, 0, 1), (5, 0, 3), (4, 7, 6), (1, 3, 2)] {
+            let host = causal_mask(t, pos, n_rep, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            let ops = causal_mask_on_device(t, pos, n_rep, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(host, ops, "t {t}, pos {pos}, n_rep {n_rep}");
+            assert!(
+                host[0][pos + 1..].iter().all(|v| *v == f32::NEG_INFINITY) && host[0][..=pos].iter().all(|v| *v == 0.0)
+            );
+        }
+    }
 }

@@ -238,7 +238,7 @@ fn an_archival_result_follows_the_identifiers_it_shares_with_a_few_passages_and_
     assert!(
         r.steps[3].result.starts_with(
             "Not sent: \"KIT-00417B\" is not where the links end: it leads on to another passage, and the followed \
-             links end at \"DEPOT-77A1\"."
+             links end at \"DEPOT-77A1\". The user asked: \"What fixed ticket PUMP-2231?\"."
         ),
         "{}",
         r.steps[3].result
