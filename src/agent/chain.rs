@@ -9,10 +9,10 @@ items at levels 2 and 3 (session 20; its thoughts: "The value is the UUID of ano
 So when this turn's links were followed to a single end ([`Chain::of`]), a `send_message` that
 names an identifier the walk went through (one that led on to another passage) and not the end
 ([`Chain::stops_short`]) is refused once with [`super::prompts::short_of_end`], which names the
-end, quotes the user's question and leaves the choice to the model: a question about the reference itself ("Which part fixed
-ticket X?" answered with the part, whose passage names a kit) is answered by sending the same
-reply again, and the second is sent. Like the echo guard, it never makes a turn end without a
-message, and the turn's last allowed step is never refused.
+end, quotes the user's question and leaves the choice to the model: a question about the
+reference itself ("Which part fixed ticket X?" answered with the part, whose passage names a
+kit) is answered by sending the same reply again, and the second is sent. Like the echo guard,
+it never makes a turn end without a message, and the turn's last allowed step is never refused.
 */
 
 use crate::memory::{identifiers, FollowedLinks};
