@@ -14,6 +14,7 @@ Decoding goes through a [`StepModel`], so the loop is tested against a scripted 
 */
 
 mod chain;
+mod choice;
 mod consolidate;
 mod context;
 mod core_guard;
@@ -647,18 +648,24 @@ impl<'a> Agent<'a> {
             if cancelled {
                 return Err(Error::Cancelled);
             }
-            // The guards (`echo`, `chain`) refuse one reply a turn, never on the last step.
+            // The guards (`echo`, `chain`, `choice`) refuse one reply a turn, never on the last step.
             let reply = call.arguments["message"].as_str().unwrap_or("");
             let refusal = if call.function != SEND_MESSAGE || refused || i + 1 >= max {
                 None
             } else if question.as_deref().is_some_and(|q| echo::echoes(reply, q)) {
                 Some((prompts::ECHOED.to_string(), "repeats the user"))
+            } else if let Some(c) = self.chain.as_ref().and_then(|c| Some((c.stops_short(reply)?, &c.end))) {
+                Some((prompts::short_of_end(c.0, c.1, question.as_deref()), "stops at a link"))
             } else {
-                let short = self
-                    .chain
-                    .as_ref()
-                    .and_then(|c| Some(prompts::short_of_end(c.stops_short(reply)?, &c.end, question.as_deref())));
-                short.map(|t| (t, "stops at a link"))
+                let found: Vec<&str> = out
+                    .steps
+                    .iter()
+                    .filter(|s| s.status == "OK" && Builtin::of(&s.function).is_some_and(Builtin::is_search))
+                    .map(|s| s.result.as_str())
+                    .collect();
+                let q = question.as_deref().unwrap_or_default();
+                let option = choice::unsupported(reply, q, &found);
+                option.map(|u| (prompts::unsupported_choice(&u, q), "an option no result supports"))
             };
             self.push(Message { unsent: refusal.is_some(), ..Message::new(MessageRole::Assistant, text) })?;
             if showing {

@@ -193,6 +193,34 @@ pub fn short_of_end(link: &str, end: &str, question: Option<&str>) -> String {
     )
 }
 
+/// The result of a `send_message` that picked an option from the user's choices that none of
+/// this turn's search results supports (see `choice`): the words no result has, the question,
+/// and the option that denies, when there is one. Told only "none of the results says it;
+/// choose the option that says so", Qwen2.5-1.5B sent the same reply again in 2 of 3 refusals
+/// (LoCoMo adversarial questions, session 24).
+pub fn unsupported_choice(u: &super::choice::Unsupported, question: &str) -> String {
+    let missing: Vec<String> = u.missing.iter().map(|w| format!("\"{w}\"")).collect();
+    let then = match u.denial {
+        Some(d) => format!(" When memory does not hold the answer, the option to choose is \"{d}\"."),
+        None => " When memory does not hold the answer, say so.".to_string(),
+    };
+    format!(
+        "Not sent: \"{}\" is not what the results say: none of them has {}. The user asked: {}.{then}",
+        u.option,
+        or_list(&missing),
+        quoted(question)
+    )
+}
+
+/// "a", "a or b", "a, b or c".
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 /// A user's message quoted for restating, cut to [`QUESTION_CHARS`] characters.
 fn quoted(question: &str) -> String {
     let question: String = match question.char_indices().nth(QUESTION_CHARS) {

@@ -4,7 +4,7 @@
 
 use super::agent::{call, configure, model, say, setup, w, Collect, Script};
 use crate::util;
-use pagemind::agent::Agent;
+use pagemind::agent::{Agent, Quiet};
 use pagemind::memory::MemoryStore;
 use serde_json::json;
 
@@ -294,4 +294,45 @@ fn a_search_of_an_empty_archive_points_to_the_conversation() {
     sc.calls.push_back(say("ok"));
     let r = a.turn(&mut sc, "Remember: I am a nurse.", &mut Collect(vec![])).unwrap();
     assert!(r.steps[1].result.contains("Ana is a nurse"), "{}", r.steps[1].result);
+}
+
+#[test]
+fn an_offered_option_that_no_search_result_supports_is_refused_once_naming_the_denial() {
+    let (_d, s) = setup();
+    configure(&s, |c| c.memory_first = false);
+    let mut a = Agent::open(&s, model(), None, "bot", Some(w(2048))).unwrap();
+    let mut sc = Script::default();
+    sc.calls.push_back(say("Nice!"));
+    a.turn(&mut sc, "On rainy days I bake bread with my kids.", &mut Quiet).unwrap();
+    let q = "What do I do on rainy days? Select the correct answer: (a) Read a book and paint. \
+             (b) Not mentioned in the conversation.";
+    let search = || call("conversation_search", json!({"query": "rainy days", "page": 1}));
+    sc.calls.extend([search(), say("You read a book and paint."), say("Not mentioned in the conversation.")]);
+    let r = a.turn(&mut sc, q, &mut Quiet).unwrap();
+    assert_eq!((r.steps[1].status, r.steps[1].continues), ("Failed", true));
+    assert!(
+        r.steps[1].result.starts_with(
+            "Not sent: \"Read a book and paint\" is not what the results say: none of them has \"read\", \"book\" \
+             or \"paint\"."
+        ),
+        "{}",
+        r.steps[1].result
+    );
+    assert!(r.steps[1].result.ends_with("the option to choose is \"Not mentioned in the conversation\"."));
+    assert_eq!(sc.restricted.last().cloned().flatten().as_deref(), Some("send_message"), "the answer comes next");
+    assert_eq!(r.messages, ["Not mentioned in the conversation."]);
+    // An option the results hold is sent; so is the same unsupported reply sent twice, and one
+    // in a turn that searched nothing (the answer may be in main context).
+    let q2 = "What do I bake on rainy days? Select the correct answer: (a) Not mentioned in the conversation. \
+              (b) Bread with my kids.";
+    sc.calls.extend([search(), say("Bread with your kids.")]);
+    assert_eq!(a.turn(&mut sc, q2, &mut Quiet).unwrap().messages, ["Bread with your kids."]);
+    // (Options the conversation never held: the first question's are in recall now.)
+    let q3 = "What do I do on rainy days? (a) Knit a scarf (b) Not mentioned in the conversation";
+    let twice = say("Knit a scarf.");
+    sc.calls.extend([search(), twice.clone(), twice]);
+    let r = a.turn(&mut sc, q3, &mut Quiet).unwrap();
+    assert_eq!((r.messages.as_slice(), r.steps.len()), (["Knit a scarf.".to_string()].as_slice(), 3));
+    sc.calls.push_back(say("Knit a scarf."));
+    assert_eq!(a.turn(&mut sc, q3, &mut Quiet).unwrap().steps.len(), 1);
 }
