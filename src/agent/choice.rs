@@ -121,8 +121,8 @@ pub fn unsupported<'q>(reply: &str, question: &'q str, results: &[&str]) -> Opti
     if denies(option) || terms.is_empty() {
         return None;
     }
-    let found: Vec<String> = results.iter().flat_map(|r| rank::terms(r)).collect();
-    let held = terms.iter().filter(|t| found.contains(t)).count();
+    let found: std::collections::HashSet<String> = results.iter().flat_map(|r| rank::terms(r)).collect();
+    let held = terms.iter().filter(|t| found.contains(*t)).count();
     if 2 * held > terms.len() {
         return None;
     }
