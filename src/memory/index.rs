@@ -20,6 +20,11 @@ pub const CONNECTIVITY: usize = 16;
 pub const EXPANSION_ADD: usize = 128;
 pub const EXPANSION_SEARCH: usize = 128;
 
+/// Below this many vectors a search compares the query with every one (usearch's exact search
+/// over the same f16 vectors): a few milliseconds at most, and no passage is ever missed, as HNSW
+/// can miss one among near-duplicates (overlapping chunks, repeated lines).
+pub const EXACT_BELOW: usize = 10_000;
+
 /// Vectors read from redb per parallel insertion round during a rebuild.
 const REBUILD_BATCH: usize = 8192;
 
@@ -185,12 +190,21 @@ impl ArchivalIndex {
         Ok(())
     }
 
-    /// The `k` nearest ids with cosine similarity, best first.
+    /// The vector stored under `id` (dequantized from f16), if the index holds it.
+    pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
+        let mut v: Vec<f32> = vec![];
+        let n = self.index.export(id, &mut v).map_err(|e| idx_err(&self.path, e))?;
+        Ok((n > 0).then(|| v[..self.cover.dim].to_vec()))
+    }
+
+    /// The `k` nearest ids with cosine similarity, best first: exact below [`EXACT_BELOW`]
+    /// vectors, approximate (HNSW) above.
     pub fn search(&self, q: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
         if self.index.size() == 0 || k == 0 {
             return Ok(vec![]);
         }
-        let m = self.index.search(q, k).map_err(|e| idx_err(&self.path, e))?;
+        let m = if self.index.size() < EXACT_BELOW { self.index.exact_search(q, k) } else { self.index.search(q, k) }
+            .map_err(|e| idx_err(&self.path, e))?;
         Ok(m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect())
     }
 

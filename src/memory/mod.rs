@@ -45,7 +45,7 @@ mod tables;
 pub use agents::{DEFAULT_BLOCK_LIMIT, DEFAULT_HUMAN, DEFAULT_PERSONA};
 pub use archival::{NewPassage, ScoredPassage};
 pub use import::AgentRows;
-pub use index::ArchivalIndex;
+pub use index::{ArchivalIndex, EXACT_BELOW};
 pub use links::{identifiers, Followed, FollowedLinks, MAX_FANOUT, MIN_ID_CHARS};
 pub use recall::{named_speaker, parse_date, RecallFilter, RecallHits, SpeakerFilter};
 pub use records::{now_ms, AgentConfig, AgentRecord, Block, Message, MessageRole, Page, Passage, Summary};

@@ -222,6 +222,55 @@ fn archival_pages_filter_delete_and_index_rebuild() {
     assert!(!s.index_was_rebuilt(a.id, "e", 384).unwrap());
 }
 
+/// Isotropic clusters of near-duplicates (the hardest case for HNSW): every search of an archive
+/// under `EXACT_BELOW` passages returns exactly what brute force returns.
+#[test]
+fn a_small_archive_of_near_duplicates_is_searched_exactly() {
+    let (_d, s) = store();
+    let a = s.create_agent("ana", "m", "e", "p", "h").unwrap();
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut gauss = move || {
+        // Sum of uniforms: close enough to a Gaussian for isotropic noise.
+        (0..4)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+            })
+            .sum::<f32>()
+    };
+    let normed = |v: Vec<f32>| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let centers: Vec<Vec<f32>> = (0..4).map(|_| normed((0..384).map(|_| gauss()).collect())).collect();
+    let n = 3000;
+    let items = (0..n)
+        .map(|i| {
+            let v = centers[i % 4].iter().map(|c| c + 0.005 * gauss()).collect();
+            passage(&format!("near-duplicate {i}"), normed(v))
+        })
+        .collect();
+    let stored = s.archival_insert_many(a.id, "e", items).unwrap();
+    assert!(n < pagemind::memory::EXACT_BELOW);
+    let mut missed = 0;
+    for q in 0..20 {
+        let query = normed(centers[q % 4].iter().map(|c| c + 0.005 * gauss()).collect());
+        let got: Vec<u64> =
+            s.archival_search(a.id, "e", &query, 0, 10, None).unwrap().items.iter().map(|x| x.passage.id).collect();
+        let exact: Vec<u64> = s.archival_exact(a.id, &query, 10).unwrap().iter().map(|x| x.0).collect();
+        missed += exact.iter().filter(|id| !got.contains(id)).count();
+    }
+    assert_eq!(missed, 0, "of 20 exact top-10 lists, {missed} passages missed");
+    // A passage's own vector finds that passage first.
+    for p in stored.iter().step_by(10) {
+        let v = s.passage_vector(a.id, p.id).unwrap().unwrap();
+        let got = s.archival_search(a.id, "e", &v, 0, 1, None).unwrap();
+        assert_eq!(got.items[0].passage.id, p.id, "passage {}'s own vector", p.id);
+    }
+}
+
 #[test]
 fn oversized_and_invalid_inputs_are_clear_errors() {
     let (_d, s) = store();
