@@ -4,9 +4,15 @@ A query like "What is the cat's name?" must find "my cat Biscuit": both are cut 
 alphanumeric words, common English function words are dropped, and the rest are reduced to their
 Porter stems ("cats" and "cat" meet). Documents are scored with Okapi BM25 (k1 = 1.2, b = 0.75),
 the ranking full-text engines use by default; ties go to the newer message.
+
+A search scores every stored message, so [`bm25`] streams each document once: no term list is
+built, only its length and the counts of the query's terms, and each distinct word is stemmed
+once per search (a memo), not once per occurrence.
 */
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 /// Words too common to rank by.
 const STOPWORDS: &[&str] = &[
@@ -18,14 +24,35 @@ const STOPWORDS: &[&str] = &[
     "your", "s", "t", "d", "ll", "m", "re", "ve",
 ];
 
+static STOPSET: LazyLock<HashSet<&'static str>> = LazyLock::new(|| STOPWORDS.iter().copied().collect());
+
+/// Whether a lowercase word is too common to rank by.
+fn is_stopword(w: &str) -> bool {
+    STOPSET.contains(w)
+}
+
+/// The alphanumeric words of `text`, as they stand.
+fn raw_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
+}
+
+/// `w` in lowercase, borrowed when it already is.
+fn lower(w: &str) -> Cow<'_, str> {
+    if w.chars().any(char::is_uppercase) {
+        Cow::Owned(w.to_lowercase())
+    } else {
+        Cow::Borrowed(w)
+    }
+}
+
 /// The lowercase alphanumeric words of `text`, in order.
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+    raw_words(text).map(|w| w.to_lowercase()).collect()
 }
 
 /// The index terms of `text`: words minus stopwords, Porter-stemmed.
 pub fn terms(text: &str) -> Vec<String> {
-    words(text).into_iter().filter(|w| !STOPWORDS.contains(&w.as_str())).map(|w| stem(&w)).collect()
+    words(text).into_iter().filter(|w| !is_stopword(w)).map(|w| stem(&w)).collect()
 }
 
 /// The Porter stem of one lowercase word (ASCII words only; others are kept as they are).
@@ -40,6 +67,66 @@ pub fn stem(word: &str) -> String {
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
+/// FNV-1a: the memo's keys are short words, where SipHash's setup dominates.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Memo<'a> = HashMap<Cow<'a, str>, usize, std::hash::BuildHasherDefault<Fnv>>;
+
+/// One document as BM25 needs it: its length in terms and how often each query term occurs.
+struct DocCounts {
+    len: usize,
+    tf: Vec<u32>,
+}
+
+/// Count `doc`'s terms against the sorted, deduplicated query terms `q`; `memo` keeps each
+/// distinct word's stem for the rest of the search.
+fn count_terms<'a>(doc: &'a str, q: &[String], memo: &mut Memo<'a>) -> DocCounts {
+    // What a word is, decided once per search: a stopword, a query term's index, or neither.
+    const STOP: usize = usize::MAX;
+    const OTHER: usize = usize::MAX - 1;
+    let mut c = DocCounts { len: 0, tf: vec![0; q.len()] };
+    for w in raw_words(doc) {
+        if w.bytes().all(|b| b.is_ascii_digit()) {
+            // A number: its own stem (Porter rewrites letters only), and not worth a memo entry.
+            c.len += 1;
+            if let Ok(i) = q.binary_search_by(|t| t.as_str().cmp(w)) {
+                c.tf[i] += 1;
+            }
+            continue;
+        }
+        let w = lower(w);
+        let kind = match memo.get(&w) {
+            Some(&k) => k,
+            None => {
+                let k = if is_stopword(&w) { STOP } else { q.binary_search(&stem(&w)).unwrap_or(OTHER) };
+                memo.insert(w, k);
+                k
+            }
+        };
+        if kind != STOP {
+            c.len += 1;
+            if kind != OTHER {
+                c.tf[kind] += 1;
+            }
+        }
+    }
+    c
+}
+
 /// Scores of `docs` for `query` (same order as `docs`; 0 where no query term occurs).
 pub fn bm25(query: &str, docs: &[&str]) -> Vec<f64> {
     let mut q = terms(query);
@@ -48,31 +135,29 @@ pub fn bm25(query: &str, docs: &[&str]) -> Vec<f64> {
     if q.is_empty() || docs.is_empty() {
         return vec![0.0; docs.len()];
     }
-    let doc_terms: Vec<Vec<String>> = docs.iter().map(|d| terms(d)).collect();
+    let mut memo = Memo::default();
+    let counts: Vec<DocCounts> = docs.iter().map(|d| count_terms(d, &q, &mut memo)).collect();
     let n = docs.len() as f64;
-    let avg = doc_terms.iter().map(|t| t.len()).sum::<usize>() as f64 / n;
-    let mut df: HashMap<&str, f64> = HashMap::new();
-    for t in &doc_terms {
-        let mut seen: Vec<&str> = t.iter().map(|s| s.as_str()).filter(|s| q.iter().any(|x| x == s)).collect();
-        seen.sort();
-        seen.dedup();
-        for s in seen {
-            *df.entry(s).or_default() += 1.0;
+    let avg = counts.iter().map(|c| c.len).sum::<usize>() as f64 / n;
+    let mut df = vec![0.0f64; q.len()];
+    for c in &counts {
+        for (d, &tf) in df.iter_mut().zip(&c.tf) {
+            if tf > 0 {
+                *d += 1.0;
+            }
         }
     }
-    doc_terms
+    let idf: Vec<f64> = df.iter().map(|&d| ((n - d + 0.5) / (d + 0.5) + 1.0).ln()).collect();
+    counts
         .iter()
-        .map(|t| {
-            let len = t.len() as f64;
-            q.iter()
-                .map(|term| {
-                    let tf = t.iter().filter(|x| *x == term).count() as f64;
-                    if tf == 0.0 {
-                        return 0.0;
-                    }
-                    let d = df.get(term.as_str()).copied().unwrap_or(0.0);
-                    let idf = ((n - d + 0.5) / (d + 0.5) + 1.0).ln();
-                    idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg.max(1.0)))
+        .map(|c| {
+            let norm = K1 * (1.0 - B + B * c.len as f64 / avg.max(1.0));
+            c.tf.iter()
+                .zip(&idf)
+                .filter(|(&tf, _)| tf > 0)
+                .map(|(&tf, idf)| {
+                    let tf = tf as f64;
+                    idf * tf * (K1 + 1.0) / (tf + norm)
                 })
                 .sum()
         })
@@ -98,6 +183,79 @@ mod tests {
         // "pottery" occurs in two documents, "today" in three: the document with both ranks first.
         assert!(s[0] > s[1] && s[0] > s[3] && s[0] > s[2], "{s:?}");
         assert!(s[3] > s[1], "the rarer term outweighs the common one: {s:?}");
+    }
+
+    /// BM25 as defined, term lists built in full: the streamed [`bm25`] must agree with it.
+    fn bm25_reference(query: &str, docs: &[&str]) -> Vec<f64> {
+        let mut q = terms(query);
+        q.sort();
+        q.dedup();
+        let doc_terms: Vec<Vec<String>> = docs.iter().map(|d| terms(d)).collect();
+        let n = docs.len() as f64;
+        let avg = doc_terms.iter().map(|t| t.len()).sum::<usize>() as f64 / n;
+        doc_terms
+            .iter()
+            .map(|t| {
+                q.iter()
+                    .map(|term| {
+                        let tf = t.iter().filter(|x| *x == term).count() as f64;
+                        if tf == 0.0 {
+                            return 0.0;
+                        }
+                        let d = doc_terms.iter().filter(|u| u.contains(term)).count() as f64;
+                        let idf = ((n - d + 0.5) / (d + 0.5) + 1.0).ln();
+                        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * t.len() as f64 / avg.max(1.0)))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_scores_equal_the_definition_on_random_text() {
+        let vocab = [
+            "Cats",
+            "cat",
+            "CAT's",
+            "running",
+            "runs",
+            "ran",
+            "Happy",
+            "happiness",
+            "the",
+            "of",
+            "Melanie",
+            "camping",
+            "camped",
+            "beach",
+            "Beaches",
+            "painting",
+            "paints",
+            "ÉCOLE",
+            "école",
+            "naïve",
+            "2023",
+            "x",
+            "is",
+            "ies",
+        ];
+        let mut state = 0x9E3779B97F4A7C15u64;
+        let mut next = move |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        for round in 0..200 {
+            let docs: Vec<String> = (0..1 + next(12))
+                .map(|_| (0..next(15)).map(|_| vocab[next(vocab.len())]).collect::<Vec<_>>().join(" , "))
+                .collect();
+            let refs: Vec<&str> = docs.iter().map(|d| d.as_str()).collect();
+            let query: String = (0..1 + next(4)).map(|_| vocab[next(vocab.len())]).collect::<Vec<_>>().join(" ");
+            let (got, want) = (bm25(&query, &refs), bm25_reference(&query, &refs));
+            let close = got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-9);
+            assert!(close, "round {round}, query {query:?} over {docs:?}: {got:?} vs {want:?}");
+        }
     }
 
     #[test]
