@@ -68,19 +68,22 @@ const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
 /// FNV-1a: the memo's keys are short words, where SipHash's setup dominates.
-#[derive(Default)]
 struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+}
 
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
         for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
         }
-        self.0 = h;
     }
 }
 
