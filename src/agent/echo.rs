@@ -20,10 +20,8 @@ first 60 questions (session 17), most of them options picked from such questions
 /// Replies shorter than this (in words) are never echoes: "Hello!", "Lisbon.", "Yes, Biscuit."
 pub const MIN_WORDS: usize = 3;
 
-/// Lowercase runs of letters and digits ("cat's" gives "cat", "s").
-pub(super) fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
-}
+/// Lowercase runs of letters and digits ("cat's" gives "cat", "s"): the recall ranker's words.
+pub(super) use crate::memory::rank::words;
 
 /// `text`'s sentences: split at `.`, `!`, `?` and line ends, trimmed (the one splitting rule
 /// of the echo and core-memory guards).

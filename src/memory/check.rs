@@ -36,9 +36,15 @@ impl MemoryStore {
         }
         let passages = self.passages_where(agent, |_| true)?;
         let mut dims: HashMap<usize, u64> = HashMap::new();
+        // Every stored vector in one read; a passage without one is a problem.
+        let mut vectors: HashMap<u64, Vec<f32>> = HashMap::new();
+        self.for_each_vector(agent, |id, v| {
+            vectors.insert(id, v);
+            Ok(())
+        })?;
         let mut stored = vec![];
         for p in &passages {
-            match self.passage_vector(agent, p.id)? {
+            match vectors.remove(&p.id) {
                 Some(v) => {
                     *dims.entry(v.len()).or_default() += 1;
                     stored.push((p.id, v));
